@@ -1,0 +1,90 @@
+"""Process-wide settings, read from `CREDITFLOW_*` environment variables.
+
+Everything has a default that runs the embedded setup: a data folder `./var` holding the SQLite
+ledger, the local drop zones, the rendered documents and the local outbox. Production sets
+`CREDITFLOW_DATABASE_URL` (PostgreSQL) and the provider credentials; secrets are `SecretStr` so a
+settings object printed into a log shows `**********`.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+BRUSSELS = ZoneInfo("Europe/Brussels")
+"""Business dates (issue, due, paid) are Brussels dates; timestamps are stored in UTC."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CREDITFLOW_", extra="ignore")
+
+    home: Path = Field(Path("var"), description="Data folder for the embedded defaults.")
+    database_url: str | None = Field(
+        None, description="SQLAlchemy URL of the ledger; default: a SQLite file in `home`."
+    )
+    profiles_dir: Path = Field(
+        Path("sample_files/creditors"), description="Folder of creditor profile YAML files."
+    )
+    dropzone_dir: Path | None = Field(
+        None, description="Local drop zones, one area per creditor; default: home/dropzone."
+    )
+    outbox_dir: Path | None = Field(
+        None, description="Local outbox channel folder; default: home/outbox."
+    )
+    documents_dir: Path | None = Field(
+        None, description="Rendered PDFs; default: home/documents."
+    )
+    link_secret: SecretStr | None = Field(
+        None,
+        description="HMAC key for payment links. When unset, a random key is created once in "
+        "home/secrets/link.key (fine for the embedded setup, not for production).",
+    )
+    payment_base_url: str = Field(
+        "https://pay.creditflow.example/p/", description="Where payment links point."
+    )
+    link_valid_days: int = Field(90, ge=1, description="Payment links expire this long after the due date.")
+    render_workers: int = Field(
+        0, ge=0, description="Processes for PDF rendering; 0 = one per core for large batches."
+    )
+    render_chunk_size: int = Field(1000, ge=1, description="Invoices per render task.")
+    dispatch_chunk_size: int = Field(1000, ge=1, description="Messages per dispatch task.")
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.home / 'creditflow.db').resolve()}"
+
+    @property
+    def resolved_dropzone_dir(self) -> Path:
+        return self.dropzone_dir or self.home / "dropzone"
+
+    @property
+    def resolved_outbox_dir(self) -> Path:
+        return self.outbox_dir or self.home / "outbox"
+
+    @property
+    def resolved_documents_dir(self) -> Path:
+        return self.documents_dir or self.home / "documents"
+
+    def link_key(self) -> bytes:
+        """The payment-link HMAC key: from the environment, else a local key made once."""
+        if self.link_secret is not None:
+            return self.link_secret.get_secret_value().encode()
+        path = self.home / "secrets" / "link.key"
+        if not path.exists():
+            import secrets
+
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.touch(mode=0o600)
+            path.write_text(secrets.token_urlsafe(32))
+        return path.read_text().strip().encode()
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
