@@ -1,0 +1,519 @@
+"""The embedded-default channels: "deliver" into a local folder so a person sees what would be sent.
+
+Each adapter writes what the real provider would receive (an RFC 5322 .eml, an SMS line, the PDF
+plus a print-shop manifest line) under one outbox root. The folder is also the adapter's memory of
+what it already delivered: the outbox ledger may lose the "sent" mark when a process dies between
+send() and the ledger update, so a resend with the same idempotency key must be recognised here and
+reported as a duplicate instead of being delivered twice, by this process or by another one working
+the same folder.
+
+Files are created 0600: they hold debtors' addresses, phone numbers and amounts.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import re
+import tempfile
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email import policy
+from email.errors import MessageError
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.parser import BytesHeaderParser
+from email.utils import format_datetime
+from pathlib import Path
+from typing import Literal
+
+import phonenumbers
+
+from creditflow.channels.base import PermanentSendError, SendResult, TransientSendError
+from creditflow.renderers.messages import Attachment, Message
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+# --------------------------------------------------------------------------------------------------
+# File names from idempotency keys
+# --------------------------------------------------------------------------------------------------
+
+_SLUG_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+SLUG_MAX_CHARS = 80
+_HASH_CHARS = 16  # 64 bits of sha256: no collision among the keys one outbox folder will ever hold
+
+
+def safe_name(key: str) -> str:
+    """A single, bounded, filesystem-safe path component that still tells a person which key it is.
+
+    The readable slug alone is lossy ("INV/1" and "INV_1" look alike, long keys are cut), so a hash
+    of the exact key is appended: distinct keys get distinct names, even on case-insensitive disks.
+    The slug has no separator and never starts with a dot, so no key can name a parent folder.
+    """
+    if not key:
+        raise ValueError("an idempotency key must not be empty")
+    slug = _SLUG_UNSAFE.sub("_", key).strip("._-")[:SLUG_MAX_CHARS].rstrip("._-") or "key"
+    digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:_HASH_CHARS]
+    return f"{slug}-{digest}"
+
+
+def _inside(folder: Path, name: str) -> Path:
+    """folder/name, refusing anything that lands elsewhere (defence in depth behind safe_name)."""
+    path = folder / name
+    if path.parent != folder or os.sep in name or name in {".", ".."}:
+        raise PermanentSendError(f"file name {name!r} would leave {folder}", code="unsafe-key")
+    return path
+
+
+def message_id_for(key: str, domain: str) -> str:
+    """RFC 5322 Message-ID derived from the idempotency key alone (plus the sender's domain).
+
+    A resend of the same key carries the same Message-ID, so the recipient's mail system, and a
+    person reading the outbox, can tell a repeat from a new message.
+    """
+    digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+    domain = domain.strip().lower() or "creditflow.invalid"
+    return f"<creditflow.{digest}@{domain}>"
+
+
+# --------------------------------------------------------------------------------------------------
+# SMS segment counting (shared with the real SMS gateway adapter)
+# --------------------------------------------------------------------------------------------------
+
+# 3GPP TS 23.038 default alphabet. ESC (0x1B) is left out on purpose: in text it is not a character
+# but the prefix of the extension table.
+GSM7_BASIC = frozenset(
+    "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?"
+    "¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà"
+)
+GSM7_EXTENSION = frozenset("\f^{}\\[~]|€")
+"""Extension-table characters: sent as ESC + char, so each costs two septets."""
+
+SmsEncoding = Literal["GSM-7", "UCS-2"]
+
+
+@dataclass(frozen=True, slots=True)
+class SmsSegments:
+    encoding: SmsEncoding
+    units: int  # septets (GSM-7) or UTF-16 code units (UCS-2)
+    segments: int
+
+
+def count_sms_segments(text: str) -> SmsSegments:
+    """How many SMS parts a text costs, as a gateway bills it.
+
+    GSM-7 if every character is in the default alphabet or its extension table (those count two
+    septets), else UCS-2 counted in UTF-16 code units (an emoji is two). One part holds 160
+    septets / 70 units; a concatenated message holds 153 / 67 per part because of the header, and
+    a part never splits an ESC pair or a surrogate pair, which is why a plain `ceil(units / 153)`
+    can be one short. An empty text still costs one part.
+    """
+    if all(ch in GSM7_BASIC or ch in GSM7_EXTENSION for ch in text):
+        widths = [2 if ch in GSM7_EXTENSION else 1 for ch in text]
+        return _pack("GSM-7", widths, single=160, multi=153)
+    widths = [2 if ord(ch) > 0xFFFF else 1 for ch in text]
+    return _pack("UCS-2", widths, single=70, multi=67)
+
+
+def _pack(encoding: SmsEncoding, widths: list[int], *, single: int, multi: int) -> SmsSegments:
+    units = sum(widths)
+    if units <= single:
+        return SmsSegments(encoding, units, 1)
+    segments, used = 1, 0
+    for width in widths:
+        if used + width > multi:
+            segments, used = segments + 1, 0
+        used += width
+    return SmsSegments(encoding, units, segments)
+
+
+# --------------------------------------------------------------------------------------------------
+# Shared file discipline
+# --------------------------------------------------------------------------------------------------
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename/link durable: the directory entry lives in the folder, not in the file."""
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_new_file(path: Path, data: bytes, *, overwrite: bool) -> bool:
+    """Write `data` to `path` atomically (temp file in the same folder, fsync, then rename).
+
+    With overwrite=False the final step is a hard link, which fails if the name exists: of two
+    processes racing on the same key exactly one creates the file and neither clobbers the other.
+    Returns False if the file already existed (and was left alone).
+    """
+    folder = path.parent
+    fd, tmp_name = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=path.suffix)
+    try:
+        with os.fdopen(fd, "wb") as tmp:
+            tmp.write(data)
+            tmp.flush()
+            os.fsync(tmp.fileno())
+        if overwrite:
+            os.replace(tmp_name, path)
+        else:
+            try:
+                os.link(tmp_name, path)
+            except FileExistsError:
+                return False
+            except OSError:
+                # Filesystems without hard links: fall back to check-then-rename (racy only between
+                # processes sending the same key at the same instant).
+                if path.exists():
+                    return False
+                os.replace(tmp_name, path)
+        _fsync_dir(folder)
+        return True
+    finally:
+        try:
+            os.unlink(tmp_name)
+        except FileNotFoundError:
+            pass
+
+
+class _LockedJournal:
+    """An append-only JSON Lines file that remembers which keys it holds, safe across processes.
+
+    The keys are read once per instance and then only the tail other processes appended since; the
+    check and the append happen under an exclusive flock on the file, so two processes sending the
+    same key cannot both append. Each line is fsynced before `append` returns.
+    """
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._keys: set[str] = set()
+        self._inode: tuple[int, int] | None = None
+        self._offset = 0
+        self._thread_lock = threading.Lock()
+
+    def append_once(self, key: str, build_record: Callable[[], dict]) -> bool:
+        """Append build_record() unless `key` is already in the file; True if appended."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._thread_lock:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                self._catch_up(fd)
+                if key in self._keys:
+                    return False
+                record = {"key": key, **build_record()}
+                text = json.dumps(record, ensure_ascii=False, separators=(",", ":"))
+                line = (text + "\n").encode()
+                _write_all(fd, line)
+                os.fsync(fd)
+                self._keys.add(key)
+                self._offset += len(line)
+                return True
+            finally:
+                os.close(fd)  # also releases the flock
+
+    def _catch_up(self, fd: int) -> None:
+        stat = os.fstat(fd)
+        inode = (stat.st_dev, stat.st_ino)
+        if inode != self._inode or stat.st_size < self._offset:
+            # First look, or the file was replaced or truncated by someone: read it whole again.
+            self._keys.clear()
+            self._inode, self._offset = inode, 0
+        if stat.st_size == self._offset:
+            return
+        carry = b""
+        position = self._offset
+        while position < stat.st_size:
+            chunk = os.pread(fd, min(_READ_CHUNK, stat.st_size - position), position)
+            if not chunk:
+                break
+            position += len(chunk)
+            lines = (carry + chunk).split(b"\n")
+            carry = lines.pop()
+            for raw in lines:
+                self._remember(raw)
+                self._offset += len(raw) + 1
+        if carry:
+            # A line without its newline: a writer died mid-write, so that delivery never finished.
+            # Cut it off (we hold the lock) so the next line does not glue onto it.
+            os.ftruncate(fd, self._offset)
+            log.warning("cut an unfinished line off %s (%d bytes)", self.path, len(carry))
+
+    def _remember(self, raw: bytes) -> None:
+        if not raw.strip():
+            return
+        key = _key_of(raw)
+        if key is None:
+            log.warning("skipping an unreadable line in %s", self.path)
+        else:
+            self._keys.add(key)
+
+
+_READ_CHUNK = 1 << 20
+
+
+def _key_of(raw: bytes) -> str | None:
+    try:
+        record = json.loads(raw)
+    except ValueError:
+        return None
+    key = record.get("key") if isinstance(record, dict) else None
+    return key if isinstance(key, str) else None
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+def _io_error(exc: OSError, what: str) -> TransientSendError:
+    """A full disk or a permission problem is fixed by an operator, not by another channel."""
+    return TransientSendError(f"local outbox cannot {what}: {exc.strerror or exc}", code="local-io")
+
+
+# --------------------------------------------------------------------------------------------------
+# Adapters
+# --------------------------------------------------------------------------------------------------
+
+
+class LocalEmailOutbox:
+    """E-mail as `<root>/email/<safe key>.eml`: exactly the bytes an SMTP server would receive."""
+
+    name = "email"
+
+    def __init__(self, root: Path | str, *, clock: Clock = _utc_now):
+        self.folder = Path(root) / "email"
+        self._clock = clock
+
+    def send(self, message: Message) -> SendResult:
+        if not message.to_email:
+            raise PermanentSendError(
+                f"{message.idempotency_key}: no e-mail address for this debtor", code="no-recipient"
+            )
+        path = _inside(self.folder, safe_name(message.idempotency_key) + ".eml")
+        try:
+            if path.exists():
+                return SendResult(_existing_message_id(path), detail=str(path), duplicate=True)
+            data, message_id = self._build(message)
+            self.folder.mkdir(parents=True, exist_ok=True)
+            created = _write_new_file(path, data, overwrite=False)
+        except OSError as exc:
+            raise _io_error(exc, f"write {path.name}") from None
+        if not created:
+            return SendResult(_existing_message_id(path), detail=str(path), duplicate=True)
+        log.debug("outbox e-mail %s written", message.idempotency_key)
+        return SendResult(message_id, detail=str(path))
+
+    def _build(self, message: Message) -> tuple[bytes, str]:
+        """The .eml bytes and Message-ID; anything the mail format refuses is a permanent error."""
+        try:
+            sender = Address(display_name=message.sender_name, addr_spec=message.sender_email)
+            recipient = Address(display_name=message.to_name or "", addr_spec=message.to_email)
+            message_id = message_id_for(message.idempotency_key, sender.domain)
+            mail = EmailMessage(policy=policy.SMTP)
+            mail["From"] = sender
+            mail["To"] = recipient
+            mail["Subject"] = message.subject
+            mail["Date"] = format_datetime(_aware(self._clock()))
+            mail["Message-ID"] = message_id
+            mail["X-Creditflow-Key"] = message.idempotency_key
+            if message.language:
+                mail["Content-Language"] = message.language
+            mail.set_content(message.text)
+            if message.html is not None:
+                mail.add_alternative(message.html, subtype="html")
+            for attachment in message.attachments:
+                maintype, subtype = _content_type(attachment)
+                mail.add_attachment(
+                    attachment.data,
+                    maintype=maintype,
+                    subtype=subtype,
+                    filename=attachment.filename,
+                )
+            return mail.as_bytes(policy=policy.SMTP), message_id
+        except (ValueError, TypeError, IndexError, MessageError) as exc:
+            # An invalid address, a line break in a header, a non-ASCII local part (HeaderDefect is
+            # a ValueError, HeaderParseError a MessageError).
+            raise PermanentSendError(
+                f"{message.idempotency_key}: cannot build the e-mail: {exc}", code="invalid-message"
+            ) from None
+
+    def close(self) -> None:
+        """Nothing held open between sends."""
+
+
+def _existing_message_id(path: Path) -> str:
+    with path.open("rb") as handle:
+        headers = BytesHeaderParser(policy=policy.default).parse(handle)
+    return str(headers.get("Message-ID", "")).strip()
+
+
+def _content_type(attachment: Attachment) -> tuple[str, str]:
+    maintype, _, subtype = attachment.content_type.partition("/")
+    if not maintype or not subtype:
+        return "application", "octet-stream"
+    return maintype.strip().lower(), subtype.split(";")[0].strip().lower()
+
+
+def _aware(moment: datetime) -> datetime:
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise ValueError("the outbox clock must return timezone-aware datetimes")
+    return moment
+
+
+class LocalSmsOutbox:
+    """SMS as one JSON object per line in `<root>/sms.jsonl`."""
+
+    name = "sms"
+
+    def __init__(self, root: Path | str, *, max_segments: int = 2, clock: Clock = _utc_now):
+        if max_segments < 1:
+            raise ValueError("max_segments must be at least 1")
+        self.path = Path(root) / "sms.jsonl"
+        self.max_segments = max_segments
+        self._clock = clock
+        self._journal = _LockedJournal(self.path)
+
+    def send(self, message: Message) -> SendResult:
+        key = message.idempotency_key
+        to = e164(message.to_phone, key)
+        if not message.text:
+            raise PermanentSendError(f"{key}: the SMS text is empty", code="empty-text")
+        count = count_sms_segments(message.text)
+        if count.segments > self.max_segments:
+            raise PermanentSendError(
+                f"{key}: SMS text needs {count.segments} {count.encoding} segments "
+                f"({count.units} units), more than the {self.max_segments} allowed",
+                code="too-long",
+            )
+
+        def record() -> dict:
+            return {
+                "to": to,
+                "text": message.text,
+                "segments": count.segments,
+                "encoding": count.encoding,
+                "creditor": message.creditor_id,
+                "invoice": message.invoice_number,
+                "created_at": _aware(self._clock()).astimezone(UTC).isoformat(),
+            }
+
+        try:
+            appended = self._journal.append_once(key, record)
+        except OSError as exc:
+            raise _io_error(exc, f"append to {self.path.name}") from None
+        except ValueError as exc:  # text that cannot be written as UTF-8 (a lone surrogate)
+            raise PermanentSendError(
+                f"{key}: cannot record the SMS: {exc}", code="invalid-message"
+            ) from None
+        return SendResult(key, detail=str(self.path), duplicate=not appended)
+
+    def close(self) -> None:
+        """Nothing held open between sends."""
+
+
+def e164(phone: str | None, key: str = "") -> str:
+    """The number in E.164, or PermanentSendError: an SMS to a wrong number never arrives."""
+    if not phone:
+        raise PermanentSendError(f"{key}: no phone number for this debtor", code="no-recipient")
+    try:
+        parsed = phonenumbers.parse(phone, None)
+    except phonenumbers.NumberParseException:
+        parsed = None
+    if parsed is None or not phonenumbers.is_valid_number(parsed):
+        raise PermanentSendError(
+            f"{key}: {phone!r} is not a valid international phone number", code="invalid-phone"
+        )
+    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+
+
+_PAGE_OBJECT = re.compile(rb"/Type\s*/Page(?![^\s/<>\[\]()%{}])")
+
+
+def count_pdf_pages(pdf: bytes) -> int:
+    """Pages of a PDF, by its `/Type /Page` objects; 1 when they hide in compressed object streams.
+
+    Only the print shop's manifest uses it (postage, sheets), so a rough count is enough.
+    """
+    return max(1, len(_PAGE_OBJECT.findall(pdf)))
+
+
+class LocalPostOutbox:
+    """Letters as `<root>/post/<safe key>.pdf` plus a line in `<root>/post/manifest.jsonl`.
+
+    The manifest, not the PDF, says what was "handed to the print shop": the PDF is (re)written
+    first, so a crash before the manifest line leaves a retry free to finish the job once.
+    """
+
+    name = "post"
+    envelope = "C5-window"
+
+    def __init__(self, root: Path | str, *, clock: Clock = _utc_now):
+        self.folder = Path(root) / "post"
+        self._clock = clock
+        self._journal = _LockedJournal(self.folder / "manifest.jsonl")
+
+    def send(self, message: Message) -> SendResult:
+        key = message.idempotency_key
+        address = message.to_address
+        if address is None or not all(
+            part.strip() for part in (address.name, address.street, address.postcode, address.city)
+        ):
+            raise PermanentSendError(f"{key}: no complete postal address", code="no-recipient")
+        pdf = _first_pdf(message)
+        if pdf is None:
+            raise PermanentSendError(f"{key}: no PDF to print", code="no-document")
+        path = _inside(self.folder, safe_name(key) + ".pdf")
+
+        def record() -> dict:
+            # Runs under the manifest lock, only for a new key: write the document, then log it.
+            _write_new_file(path, pdf.data, overwrite=True)
+            return {
+                "creditor": message.creditor_id,
+                "invoice": message.invoice_number,
+                "recipient": address.name,
+                "address_lines": [address.street, f"{address.postcode} {address.city}"],
+                "country": address.country,
+                "document": path.name,
+                "sha256": hashlib.sha256(pdf.data).hexdigest(),
+                "pages": count_pdf_pages(pdf.data),
+                "envelope": self.envelope,
+                "registered": False,
+                "created_at": _aware(self._clock()).astimezone(UTC).isoformat(),
+            }
+
+        try:
+            appended = self._journal.append_once(key, record)
+        except OSError as exc:
+            raise _io_error(exc, f"write {path.name}") from None
+        except ValueError as exc:  # a name or address that cannot be written as UTF-8
+            raise PermanentSendError(
+                f"{key}: cannot record the letter: {exc}", code="invalid-message"
+            ) from None
+        return SendResult(key, detail=str(path), duplicate=not appended)
+
+    def close(self) -> None:
+        """Nothing held open between sends."""
+
+
+def _first_pdf(message: Message) -> Attachment | None:
+    for attachment in message.attachments:
+        is_pdf = attachment.content_type.split(";")[0].strip().lower() == "application/pdf"
+        if is_pdf and attachment.data.startswith(b"%PDF-"):
+            return attachment
+    return None
