@@ -1,0 +1,254 @@
+"""camt.053 parser on our own statements (tests/fixtures/camt053) and variants built from them."""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from creditflow.parsers.camt053 import Camt053Parser, version_of
+from creditflow.parsers.errors import (
+    MALFORMED,
+    NOT_THIS_FORMAT,
+    UNSUPPORTED_VERSION,
+    FileRejected,
+    ParseError,
+)
+from creditflow.parsers.statements import (
+    INFORMATION_SCHEMA,
+    MOVEMENT_SCHEMA,
+    STATEMENT_SCHEMA,
+    StatementBatch,
+)
+from creditflow.parsers.xmlsafe import FORBIDDEN_DTD
+
+FIXTURE = Path(__file__).parent / "fixtures" / "camt053" / "statement-v08.xml"
+V08 = FIXTURE.read_bytes()
+PARSER = Camt053Parser()
+
+
+def parse(data: bytes) -> StatementBatch:
+    return PARSER.parse(data, source="stmt.xml")
+
+
+def as_v02(data: bytes) -> bytes:
+    """The same statement in v02 spelling (Nm without Pty, BIC, Sts as text, no TxDtls/Amt)."""
+    text = data.decode()
+    for old, new in (
+        ("camt.053.001.08", "camt.053.001.02"),
+        ("<Pty><Nm>", "<Nm>"), ("</Nm></Pty>", "</Nm>"),
+        ("BICFI>", "BIC>"), ("<Sts><Cd>BOOK</Cd></Sts>", "<Sts>BOOK</Sts>"),
+        ("<Sts><Cd>PDNG</Cd></Sts>", "<Sts>PDNG</Sts>"),
+    ):
+        text = text.replace(old, new)
+    text = text.replace('<Amt Ccy="EUR">200.00</Amt>\n            <CdtDbtInd>CRDT</CdtDbtInd>',
+                        '<AmtDtls><TxAmt><Amt Ccy="EUR">200.00</Amt></TxAmt></AmtDtls>')
+    text = text.replace('<Amt Ccy="EUR">100.00</Amt>\n            <CdtDbtInd>CRDT</CdtDbtInd>',
+                        '<AmtDtls><TxAmt><Amt Ccy="EUR">100.00</Amt></TxAmt></AmtDtls>')
+    return text.encode()
+
+
+def movement(batch: StatementBatch, sequence: int, detail: int = 0) -> dict:
+    rows = batch.movements.filter(
+        (batch.movements["sequence"] == sequence) & (batch.movements["detail_number"] == detail)
+    ).to_dicts()
+    assert len(rows) == 1
+    return rows[0]
+
+
+@pytest.mark.parametrize("data", [V08, as_v02(V08)], ids=["v08", "v02"])
+def test_statement_row_and_balances(data):
+    batch = parse(data)
+    assert batch.format == "camt053"
+    assert dict(batch.statements.schema) == STATEMENT_SCHEMA
+    assert dict(batch.movements.schema) == MOVEMENT_SCHEMA
+    assert dict(batch.information.schema) == INFORMATION_SCHEMA
+    [stmt] = batch.statements.to_dicts()
+    assert stmt["account_iban"] == "BE71096123456769"
+    assert stmt["account_number"] == "BE71 0961 2345 6769"
+    assert stmt["currency"] == "EUR"
+    assert stmt["statement_id"] == "CF-STMT-2026-061"
+    assert stmt["sequence_number"] == "61"
+    assert stmt["creation_date"] == date(2026, 3, 3)  # 23:30Z is already 3 March in Brussels
+    assert (stmt["old_balance_milli"], stmt["new_balance_milli"]) == (1_000_005, 1_371_005)
+    assert (stmt["old_balance_date"], stmt["new_balance_date"]) == (date(2026, 3, 1), date(2026, 3, 2))
+    assert stmt["holder_name"] == "Demo Incasso BV"
+    assert (stmt["movement_count"], stmt["credit_milli"], stmt["debit_milli"]) == (3, 421_000, 50_000)
+    assert stmt["duplicate_flag"] is False
+    # balances and TxsSummry hold: the only warning is the pending entry
+    assert [w.code for w in batch.warnings] == ["entry_not_booked"]
+    assert batch.warnings[0].location == "/Document/BkToCstmrStmt/Stmt[1]/Ntry[4]"
+
+
+@pytest.mark.parametrize("data", [V08, as_v02(V08)], ids=["v08", "v02"])
+def test_single_txdtls_enriches_the_booking(data):
+    booking = movement(parse(data), 1)
+    assert booking["is_booking"] and not booking["has_details"]
+    assert booking["amount_milli"] == 121_000
+    assert booking["booking_date"] == date(2026, 3, 2)  # DtTm 23:30Z -> Brussels date
+    assert booking["value_date"] == date(2026, 3, 2)
+    assert booking["transaction_code"] == "PMNT/RCDT/ESCT"
+    assert (booking["communication_type"], booking["structured_reference"],
+            booking["reference_valid"]) == ("BBA", "090933755493", True)
+    assert booking["end_to_end_id"] is None  # NOTPROVIDED is no reference
+    assert booking["customer_reference"] == "INSTR-1"
+    assert booking["bank_reference"] == "BANKREF-0001"
+    # a credit: the counterparty is the debtor
+    assert (booking["counterparty_name"], booking["counterparty_account"],
+            booking["counterparty_bic"]) == ("Bakkerij Peeters", "BE68539007547034", "KREDBEBB")
+
+
+@pytest.mark.parametrize("data", [V08, as_v02(V08)], ids=["v08", "v02"])
+def test_batch_gives_one_detail_per_txdtls(data):
+    batch = parse(data)
+    booking = movement(batch, 2)
+    assert booking["has_details"] and booking["amount_milli"] == 300_000
+    assert booking["customer_reference"] == "PMTINF-9"
+    first, second = movement(batch, 2, 1), movement(batch, 2, 2)
+    for detail in (first, second):
+        assert detail["parent_key"] == booking["movement_key"]
+        assert not detail["is_booking"]
+        assert detail["booking_date"] == booking["booking_date"]
+    assert first["amount_milli"] + second["amount_milli"] == booking["amount_milli"]
+    assert (first["communication_type"], first["structured_reference"],
+            first["reference_valid"]) == ("ISO", "RF18539007547034", True)
+    assert first["counterparty_account"] == "123-4567890-12"  # Othr/Id kept as written
+    # an OGM typed into the free text is still found
+    assert second["communication"] == "factuur 17 +++123/4567/89002+++"
+    assert (second["structured_reference"], second["reference_valid"]) == ("123456789002", True)
+    keys = batch.movements["movement_key"].to_list()
+    assert len(keys) == len(set(keys)) == 5
+
+
+def test_reversal_sign_counterparty_and_return_reason():
+    batch = parse(V08)
+    reversal = movement(batch, 3)
+    assert reversal["amount_milli"] == -50_000 and reversal["is_reversal"]
+    assert reversal["return_reason"] == "MD06"
+    # a reversed debit: the counterparty is the original payer, not us
+    assert reversal["counterparty_name"] == "Slapende Klant"
+    assert reversal["counterparty_account"] == "BE54000000000097"
+    [info] = batch.information.to_dicts()
+    assert info["movement_key"] == reversal["movement_key"]
+    assert info["communication"] == "Terugboeking domiciliëring"
+
+
+def test_debit_takes_the_creditor_as_counterparty():
+    data = V08.replace(b"<CdtDbtInd>CRDT</CdtDbtInd>\n        <Sts><Cd>BOOK</Cd></Sts>\n        "
+                       b"<BookgDt><DtTm>", b"<CdtDbtInd>DBIT</CdtDbtInd>\n        <Sts><Cd>BOOK"
+                       b"</Cd></Sts>\n        <BookgDt><DtTm>", 1)
+    data = data.replace(b"<CdtDbtInd>CRDT</CdtDbtInd>\n            <RltdPties>\n              "
+                        b"<Dbtr><Pty><Nm>Bakkerij", b"<RltdPties>\n              <Dbtr><Pty><Nm>"
+                        b"Bakkerij", 1)
+    booking = movement(parse(data), 1)
+    assert booking["amount_milli"] == -121_000
+    assert (booking["counterparty_name"], booking["counterparty_account"]) == (
+        "Demo Incasso BV", "BE71096123456769")
+
+
+def test_invalid_bba_reference_is_kept_flagged_and_warned():
+    batch = parse(V08.replace(b"<Ref>090933755493</Ref>", b"<Ref>090933755494</Ref>"))
+    booking = movement(batch, 1)
+    assert (booking["structured_reference"], booking["reference_valid"]) == ("090933755494", False)
+    warning = next(w for w in batch.warnings if w.code == "invalid_reference")
+    assert warning.location.endswith("/Ntry[1]/NtryDtls[1]/TxDtls[1]/RmtInf/Strd/CdtrRefInf/Ref")
+
+
+def test_balance_and_summary_mismatches_are_warnings():
+    data = V08.replace(b"1371.005", b"1371.015").replace(b"<Sum>421.00</Sum>", b"<Sum>420.00</Sum>")
+    batch = parse(data)
+    codes = {w.code for w in batch.warnings}
+    assert {"balance_mismatch", "summary_mismatch"} <= codes
+    assert batch.movements.height == 5  # nothing dropped
+
+
+def test_detail_sum_mismatch_is_a_warning():
+    batch = parse(V08.replace(b'<Amt Ccy="EUR">100.00</Amt>', b'<Amt Ccy="EUR">90.00</Amt>'))
+    assert any(w.code == "detail_sum_mismatch" and w.location.endswith("/Ntry[2]")
+               for w in batch.warnings)
+
+
+def test_statement_key_is_stable_and_ignores_creation_time():
+    again = parse(V08.replace(b"<CreDtTm>2026-03-02T23:30:00Z", b"<CreDtTm>2026-03-05T10:00:00Z"))
+    first = parse(V08)
+    assert first.statements["statement_key"][0] == again.statements["statement_key"][0]
+    assert first.movements["movement_key"].to_list() == again.movements["movement_key"].to_list()
+    other = parse(V08.replace(b"<ElctrncSeqNb>61", b"<ElctrncSeqNb>62"))
+    assert other.statements["statement_key"][0] != first.statements["statement_key"][0]
+
+
+def test_bad_amount_names_xpath_and_line():
+    with pytest.raises(FileRejected) as caught:
+        parse(V08.replace(b'<Amt Ccy="EUR">300.00</Amt>', b'<Amt Ccy="EUR">3OO.00</Amt>'))
+    assert caught.value.code == "invalid_amount"
+    assert caught.value.location.startswith("/Document/BkToCstmrStmt/Stmt[1]/Ntry[2]/Amt (line ")
+    with pytest.raises(FileRejected) as caught:
+        parse(V08.replace(b'<Amt Ccy="EUR">121.00</Amt>\n        <CdtDbtInd>',
+                          b'<Amt Ccy="EUR">121.0001</Amt>\n        <CdtDbtInd>'))
+    assert "more than 3 decimals" in caught.value.message
+
+
+def test_bad_indicator_and_date_are_rejected():
+    with pytest.raises(FileRejected) as caught:
+        parse(V08.replace(b"<CdtDbtInd>DBIT</CdtDbtInd>\n        <RvslInd>",
+                          b"<CdtDbtInd>DEBIT</CdtDbtInd>\n        <RvslInd>"))
+    assert caught.value.location.startswith("/Document/BkToCstmrStmt/Stmt[1]/Ntry[3]/CdtDbtInd")
+    with pytest.raises(FileRejected) as caught:
+        parse(V08.replace(b"<BookgDt><Dt>2026-03-02</Dt>", b"<BookgDt><Dt>02/03/2026</Dt>", 1))
+    assert caught.value.code == "invalid_date"
+
+
+def test_versions():
+    assert version_of("urn:iso:std:iso:20022:tech:xsd:camt.053.001.13") == 13
+    assert version_of("urn:iso:std:iso:20022:tech:xsd:camt.052.001.08") is None
+    assert parse(V08.replace(b"camt.053.001.08", b"camt.053.001.04")).movements.height == 5
+    with pytest.raises(FileRejected) as caught:
+        parse(V08.replace(b"camt.053.001.08", b"camt.053.001.01"))
+    assert caught.value.code == UNSUPPORTED_VERSION
+    with pytest.raises(FileRejected) as caught:
+        parse(V08.replace(b"camt.053.001.08", b"camt.053.002.08"))
+    assert caught.value.code == UNSUPPORTED_VERSION
+    with pytest.raises(FileRejected) as caught:
+        parse(b'<Invoice xmlns="urn:oasis:names:specification:ubl:schema:xsd:Invoice-2"/>')
+    assert caught.value.code == NOT_THIS_FORMAT
+
+
+def test_identify():
+    assert PARSER.identify("x.xml", V08[:400])
+    assert not PARSER.identify("x.xml", b"<?xml version='1.0'?><Invoice/>")
+
+
+def test_malformed_and_forbidden_dtd():
+    with pytest.raises(FileRejected) as caught:
+        parse(V08[:600])
+    assert caught.value.code == MALFORMED and caught.value.location.startswith("line ")
+    with pytest.raises(FileRejected) as caught:
+        parse(b'<?xml version="1.0"?><!DOCTYPE d [<!ENTITY x SYSTEM "file:///etc/passwd">]>'
+              + V08[V08.index(b"<Document"):].replace(b"<MsgId>CF-TEST-1", b"<MsgId>&x;"))
+    assert caught.value.code == FORBIDDEN_DTD
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_mutated_statements_give_a_batch_or_a_parse_error(data):
+    raw = bytearray(V08)
+    for _ in range(data.draw(st.integers(1, 6))):
+        position = data.draw(st.integers(0, len(raw) - 1))
+        raw[position] = data.draw(st.integers(0, 255))
+    try:
+        batch = parse(bytes(raw))
+    except ParseError:
+        return
+    assert isinstance(batch, StatementBatch)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.binary(max_size=400))
+def test_random_bytes_give_a_parse_error_or_a_batch(raw):
+    try:
+        parse(raw)
+    except ParseError:
+        pass

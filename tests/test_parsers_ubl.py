@@ -1,0 +1,436 @@
+"""UBL parser on our own documents (tests/fixtures/ubl) and variants built from them; the hardened
+XML parser (xmlsafe) against entity attacks."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from datetime import date
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from stdnum.be import ogm_vcs
+
+from creditflow.parsers.base import InvoiceBatch
+from creditflow.parsers.errors import MALFORMED, NOT_THIS_FORMAT, FileRejected, ParseError
+from creditflow.parsers.schema import INVOICE_SCHEMA
+from creditflow.parsers.ubl import (
+    UblParser,
+    classify_payment_id,
+    days_from_terms,
+    expand_zip,
+    is_valid_ogm,
+)
+from creditflow.parsers.xmlsafe import FORBIDDEN_DTD, parse_xml
+
+FIXTURES = Path(__file__).parent / "fixtures" / "ubl"
+INVOICE = (FIXTURES / "invoice-be-ogm.xml").read_bytes()
+CREDIT_NOTE = (FIXTURES / "creditnote-negative.xml").read_bytes()
+PARSER = UblParser()
+PAYABLE = "/Invoice/cac:LegalMonetaryTotal/cbc:PayableAmount"
+
+
+def parse(data: bytes, source: str = "doc.xml") -> InvoiceBatch:
+    return PARSER.parse(data, source=source)
+
+
+def only_row(batch: InvoiceBatch) -> dict:
+    assert not batch.errors, batch.errors
+    [row] = batch.invoices.to_dicts()
+    return row
+
+
+def test_invoice_row():
+    batch = parse(INVOICE)
+    assert dict(batch.invoices.schema) == INVOICE_SCHEMA
+    assert batch.rows_read == 1
+    row = only_row(batch)
+    assert row == {
+        "source_row": 1,
+        "invoice_number": "CF-2026-0042",
+        "document_type": "invoice",
+        "issue_date": date(2026, 3, 2),
+        "due_date": date(2026, 4, 1),
+        "amount_cents": 36300,
+        "currency": "EUR",
+        "debtor_name": "Peeters & Zonen BV",  # RegistrationName wins over PartyName
+        "debtor_street": "Kerkstraat 12, bus 3",
+        "debtor_postcode": "2000",
+        "debtor_city": "Antwerpen",
+        "debtor_country": "BE",
+        "debtor_email": "boekhouding@peeters.example",
+        "debtor_phone": "+32470123456",
+        "debtor_language": None,
+        "debtor_vat": "BE0403170701",
+        "debtor_iban": None,
+        "customer_number": "K-1009",
+        "structured_reference": "090933755493",
+        "description": None,
+        "preceding_invoice": None,
+    }
+    assert batch.warnings == []
+
+
+def test_invoice_extra_frames():
+    batch = parse(INVOICE)
+    [doc] = batch.extra["documents"].to_dicts()
+    assert doc["payee_iban"] == "BE71096123456769"  # the 58 with a valid IBAN, not the first 30
+    assert doc["payee_bic"] == "GKCCBEBB" and doc["payment_means_code"] == "58"
+    assert doc["payment_accounts"] == ["12345678", "BE71096123456769"]
+    assert doc["payment_means_codes"] == ["30", "58"]
+    assert (doc["customer_endpoint_id"], doc["customer_endpoint_scheme"]) == ("BE0202239951", "9925")
+    assert doc["supplier_name"] == "Demo Incasso BV" and doc["supplier_vat"] == "BE0403170701"
+    assert doc["profile_id"] == "urn:fdc:peppol.eu:2017:poacc:billing:01:1.0"
+    assert doc["payable_cents"] == 36300
+    lines = batch.extra["lines"].to_dicts()
+    assert [(line["line_id"], line["quantity"], line["unit_code"], line["line_amount_cents"],
+             line["item_name"], line["vat_category"], line["vat_percent"]) for line in lines] == [
+        ("1", "2.5", "HUR", 25000, "Onderhoud ovens", "S", "21"),
+        ("2", "0.333333", "C62", 5000, "Verplaatsing", "S", "21"),
+    ]
+    vat = batch.extra["vat"].to_dicts()
+    assert [(v["category"], v["percent"], v["taxable_cents"], v["tax_cents"],
+             v["exemption_reason_code"]) for v in vat] == [
+        ("S", "21", 30000, 6300, None), ("E", "0", 0, 0, "VATEX-EU-132")]
+    [attachment] = batch.extra["attachments"].to_dicts()
+    assert attachment["content"] == b"%PDF-1.4 creditflow test\n"
+    assert attachment["filename"] == "../../CF-2026-0042.pdf"  # a label only, never a path
+    assert attachment["mime"] == "application/pdf"
+
+
+def test_negative_credit_note_is_a_positive_receivable():
+    batch = parse(CREDIT_NOTE)
+    row = only_row(batch)
+    assert row["document_type"] == "credit_note"
+    assert row["amount_cents"] == 12100  # -(-121.00): the buyer owes
+    assert row["preceding_invoice"] == "CF-2025-0999"
+    assert row["due_date"] == date(2026, 1, 24)  # no due date: issue date + "14 days"
+    assert row["debtor_name"] == "Café De Hoek"  # PartyName when there is no RegistrationName
+    assert row["debtor_street"] == "Markt 1"  # AddressLine when there is no StreetName
+    assert row["debtor_country"] == "BE"
+    assert row["structured_reference"] == "RF18539007547034"
+    # only the TaxTotal in the document currency gives the breakdown
+    assert batch.extra["vat"]["tax_cents"].to_list() == [-2100]
+    assert batch.extra["lines"]["quantity"].to_list() == ["-1"]
+    assert batch.extra["documents"]["payable_cents"].to_list() == [-12100]
+
+
+def test_positive_credit_note_is_a_negative_receivable():
+    data = CREDIT_NOTE.replace(b">-121<", b">121<").replace(b">-100<", b">100<")
+    assert only_row(parse(data))["amount_cents"] == -12100
+
+
+def test_negative_invoice_keeps_its_sign():
+    data = INVOICE.replace(b'<cbc:PayableAmount currencyID="EUR">363.00',
+                           b'<cbc:PayableAmount currencyID="EUR">-363.00')
+    assert only_row(parse(data))["amount_cents"] == -36300
+
+
+def test_due_date_from_payment_means_then_terms_then_warning():
+    without_due = INVOICE.replace(b"<cbc:DueDate>2026-04-01</cbc:DueDate>", b"")
+    assert only_row(parse(without_due))["due_date"] == date(2026, 4, 1)  # "30 dagen"
+    with_means_date = without_due.replace(
+        b"<cbc:PaymentMeansCode>30</cbc:PaymentMeansCode>",
+        b"<cbc:PaymentMeansCode>30</cbc:PaymentMeansCode><cbc:PaymentDueDate>2026-05-05"
+        b"</cbc:PaymentDueDate>")
+    assert only_row(parse(with_means_date))["due_date"] == date(2026, 5, 5)
+    no_terms = without_due.replace(b"Betaling binnen 30 dagen", b"einde van de maand")
+    batch = parse(no_terms)
+    assert only_row(batch)["due_date"] is None  # accepted, with a warning
+    [warning] = batch.warnings
+    assert warning.code == "no_due_date" and warning.location == "/Invoice/cbc:DueDate"
+
+
+@pytest.mark.parametrize(("note", "days"), [
+    ("30 days net", 30), ("Betaling binnen 30 dagen", 30), ("paiement à 45 jours", 45),
+    ("zahlbar innerhalb 10 Tagen", 10), ("Net 60", 60), ("within 14 days of invoice", 14),
+    ("2% discount within 10 days, net 30 days", None), ("binnen 5 werkdagen", None),
+    ("end of month", None), (None, None),
+])
+def test_days_from_terms(note, days):
+    assert days_from_terms(note) == days
+
+
+@pytest.mark.parametrize(("payment_id", "expected"), [
+    ("+++090/9337/55493+++", ("090933755493", False)),
+    ("***090/9337/55493***", ("090933755493", False)),
+    ("090933755493", ("090933755493", False)),
+    ("+++123/4567/89012+++", (None, True)),  # invalid check digits: text, with a warning
+    ("rf18 5390 0754 7034", ("RF18539007547034", False)),
+    ("RF19539007547034", (None, False)),
+    ("Invoice 15000004", (None, False)),
+])
+def test_classify_payment_id(payment_id, expected):
+    assert classify_payment_id(payment_id) == expected
+
+
+def test_payment_id_text_goes_to_description():
+    data = INVOICE.replace(b"+++090/9337/55493+++", b"Factuur CF-2026-0042")
+    row = only_row(parse(data))
+    assert row["structured_reference"] is None
+    assert row["description"] == "Factuur CF-2026-0042"
+    bad = parse(INVOICE.replace(b"+++090/9337/55493+++", b"+++123/4567/89012+++"))
+    assert only_row(bad)["description"] == "+++123/4567/89012+++"
+    assert [w.code for w in bad.warnings] == ["invalid_reference"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.from_regex(r"\A[0-9]{12}\Z"))
+def test_fast_ogm_check_agrees_with_stdnum(digits):
+    assert is_valid_ogm(digits) == ogm_vcs.is_valid(digits)
+
+
+def test_no_valid_iban_warns_and_keeps_all_accounts():
+    data = INVOICE.replace(b"BE71 0961 2345 6769", b"BE71 0961 2345 6760")
+    batch = parse(data)
+    only_row(batch)
+    [doc] = batch.extra["documents"].to_dicts()
+    assert doc["payee_iban"] is None
+    assert doc["payment_accounts"] == ["12345678", "BE71096123456760"]
+    assert [w.code for w in batch.warnings] == ["no_payee_iban"]
+
+
+def test_direct_debit_mandate_gives_debtor_iban():
+    data = INVOICE.replace(
+        b"<cac:PaymentTerms>",
+        b"<cac:PaymentMeans><cbc:PaymentMeansCode>59</cbc:PaymentMeansCode><cac:PaymentMandate>"
+        b"<cbc:ID>MANDATE-9</cbc:ID><cac:PayerFinancialAccount><cbc:ID>BE54 0000 0000 0097</cbc:ID>"
+        b"</cac:PayerFinancialAccount></cac:PaymentMandate></cac:PaymentMeans><cac:PaymentTerms>")
+    batch = parse(data)
+    assert only_row(batch)["debtor_iban"] == "BE54000000000097"
+    assert batch.extra["documents"]["mandate_id"].to_list() == ["MANDATE-9"]
+
+
+def test_unreadable_phone_is_left_empty_with_a_warning():
+    batch = parse(INVOICE.replace(b"0470 12 34 56", b"bel ons"))
+    row = only_row(batch)
+    assert row["debtor_phone"] is None
+    [warning] = batch.warnings
+    assert warning.code == "invalid_phone"
+    assert warning.location == "/Invoice/cac:AccountingCustomerParty/cac:Party/cac:Contact/cbc:Telephone"
+
+
+def test_currency_mismatch_is_a_row_error_with_xpath():
+    batch = parse(INVOICE.replace(b'<cbc:PayableAmount currencyID="EUR">',
+                                  b'<cbc:PayableAmount currencyID="USD">'))
+    assert batch.invoices.height == 0
+    [error] = batch.errors
+    assert (error.field, error.code) == (PAYABLE + "/@currencyID", "currency_mismatch")
+    assert error.row == 1 and error.invoice_number == "CF-2026-0042"
+
+
+def test_every_problem_of_a_document_is_reported():
+    data = (INVOICE.replace(b"<cbc:PayableAmount currencyID=\"EUR\">363.00</cbc:PayableAmount>", b"")
+            .replace(b"<cbc:IssueDate>2026-03-02", b"<cbc:IssueDate>02-03-2026")
+            .replace(b">50</cbc:LineExtensionAmount>", b">5O</cbc:LineExtensionAmount>"))
+    batch = parse(data)
+    assert batch.invoices.height == 0
+    assert {(e.field, e.code) for e in batch.errors} == {
+        (PAYABLE, "missing"),
+        ("/Invoice/cbc:IssueDate", "invalid_date"),
+        ("/Invoice/cac:InvoiceLine[2]/cbc:LineExtensionAmount", "invalid_amount"),
+    }
+
+
+def test_shared_validator_errors_carry_the_ubl_xpath():
+    batch = parse(INVOICE.replace(b"BE0403.170.701", b"BE0403.170.702"))
+    [error] = batch.errors
+    assert error.code == "invalid_vat"
+    assert error.field == ("/Invoice/cac:AccountingCustomerParty/cac:Party/cac:PartyTaxScheme"
+                           "[cac:TaxScheme/cbc:ID='VAT']/cbc:CompanyID")
+    assert batch.extra["lines"].height == 0  # frames hold accepted documents only
+
+
+def test_invalid_base64_attachment_is_a_row_error():
+    batch = parse(INVOICE.replace(b"ZmxvdyB0ZXN0Cg==", b"ZmxvdyB0ZXN0Cg=!"))
+    [error] = batch.errors
+    assert error.code == "invalid_base64"
+    assert error.field == ("/Invoice/cac:AdditionalDocumentReference[1]/cac:Attachment/"
+                           "cbc:EmbeddedDocumentBinaryObject")
+
+
+def test_parse_many_is_one_batch_and_a_bad_document_does_not_stop_it():
+    broken = INVOICE.replace(b"CF-2026-0042", b"CF-2026-0043").replace(b">363.00<", b">36x<")
+    items = [
+        ("a/first.xml", INVOICE),
+        ("b/broken.xml", broken),
+        ("c/notxml.xml", b"this is not xml"),
+        ("d/other.xml", b'<Order xmlns="urn:x"/>'),
+        ("e/credit.xml", CREDIT_NOTE),
+    ]
+    batch = PARSER.parse_many(items, source="upload.zip")
+    assert batch.rows_read == 5
+    assert batch.invoices["source_row"].to_list() == [1, 5]
+    assert batch.invoices["invoice_number"].to_list() == ["CF-2026-0042", "CN-77"]
+    errors = {e.row: e for e in batch.errors}
+    assert set(errors) == {2, 3, 4}
+    assert errors[2].source == "upload.zip!b/broken.xml"
+    assert errors[2].message.startswith("b/broken.xml: ")
+    assert errors[2].field == PAYABLE and errors[2].invoice_number == "CF-2026-0043"
+    assert errors[3].code == MALFORMED and errors[3].field.startswith("line 1, column")
+    assert errors[4].code == NOT_THIS_FORMAT
+    assert batch.extra["lines"]["source_row"].unique().sort().to_list() == [1, 5]
+
+
+def test_duplicate_invoice_numbers_in_one_batch_are_rejected_by_the_shared_rule():
+    batch = PARSER.parse_many([("1.xml", INVOICE), ("2.xml", INVOICE)], source="dir")
+    assert batch.invoices["source_row"].to_list() == [1]
+    assert {e.code for e in batch.errors} == {"duplicate_in_file"}
+
+
+def _zip(members: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, content in members.items():
+            if name.endswith("/"):
+                archive.writestr(zipfile.ZipInfo(name), b"")
+            else:
+                archive.writestr(name, content)
+    return buffer.getvalue()
+
+
+def test_zip_is_one_batch_members_are_labels_only(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    data = _zip({
+        "invoices/": b"",
+        "invoices/one.xml": INVOICE,
+        "../../escape.xml": CREDIT_NOTE,
+        "readme.txt": b"hello",
+    })
+    assert PARSER.identify("batch.zip", data[:64])
+    batch = parse(data, source="batch.zip")
+    assert batch.invoices["invoice_number"].to_list() == ["CF-2026-0042", "CN-77"]
+    assert batch.extra["documents"]["document"].to_list() == ["invoices/one.xml", "../../escape.xml"]
+    assert [(w.location, w.code) for w in batch.warnings] == [("readme.txt", "skipped_member")]
+    assert list(tmp_path.iterdir()) == [] and not (tmp_path.parent.parent / "escape.xml").exists()
+
+
+def test_zip_bomb_and_member_limits():
+    bomb = _zip({"big.xml": b"<a>" + b" " * 5_000_000 + b"</a>"})
+    assert len(bomb) < 50_000
+    with pytest.raises(FileRejected) as caught:
+        expand_zip(bomb, source="bomb.zip", max_total_bytes=1_000_000)
+    assert caught.value.code == "zip_too_large"
+    many = _zip({f"{i}.xml": INVOICE for i in range(5)})
+    with pytest.raises(FileRejected) as caught:
+        expand_zip(many, source="many.zip", max_members=4)
+    assert caught.value.code == "zip_too_many_members"
+    with pytest.raises(FileRejected) as caught:
+        expand_zip(b"PK\x03\x04 not really a zip", source="bad.zip")
+    assert caught.value.code == MALFORMED
+
+
+def test_identify_and_whole_file_rejections():
+    assert PARSER.identify("x.xml", INVOICE[:600]) and PARSER.identify("y.xml", CREDIT_NOTE[:600])
+    assert not PARSER.identify("x.csv", b"invoice_number;amount\n")
+    assert not PARSER.identify("x.zip", b"%PDF-1.4")
+    with pytest.raises(FileRejected) as caught:
+        parse(b'<Document xmlns="urn:iso:std:iso:20022:tech:xsd:camt.053.001.02"/>')
+    assert caught.value.code == NOT_THIS_FORMAT
+    with pytest.raises(FileRejected) as caught:
+        parse(INVOICE[:900])
+    assert caught.value.code == MALFORMED and caught.value.location.startswith("line ")
+    with pytest.raises(FileRejected) as caught:
+        parse(b"  \n ")
+    assert caught.value.code == "empty_file"
+
+
+# -- entity attacks -------------------------------------------------------------------------------
+
+BILLION_LAUGHS = b"""<?xml version="1.0"?>
+<!DOCTYPE Invoice [
+ <!ENTITY lol "lol">
+ <!ENTITY lol1 "&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;">
+ <!ENTITY lol2 "&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;">
+ <!ENTITY lol3 "&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;">
+ <!ENTITY lol9 "&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;">
+]>
+<Invoice xmlns="urn:oasis:names:specification:ubl:schema:xsd:Invoice-2">&lol9;</Invoice>"""
+
+
+def _xxe(path: Path) -> bytes:
+    return (b'<?xml version="1.0"?>\n<!-- quiet -->\n<!DOCTYPE Invoice [<!ENTITY xxe SYSTEM "'
+            + path.as_uri().encode() + b'">]>\n'
+            + INVOICE[INVOICE.index(b"<Invoice"):].replace(b"Bakkerij Peeters", b"&xxe;"))
+
+
+def test_billion_laughs_is_refused():
+    with pytest.raises(FileRejected) as caught:
+        parse(BILLION_LAUGHS)
+    assert caught.value.code == FORBIDDEN_DTD
+    batch = PARSER.parse_many([("lol.xml", BILLION_LAUGHS), ("ok.xml", INVOICE)], source="z")
+    assert [e.code for e in batch.errors] == [FORBIDDEN_DTD]
+    assert batch.invoices.height == 1
+
+
+def test_external_entity_is_refused_and_nothing_is_read(tmp_path):
+    secret = tmp_path / "secret.txt"
+    secret.write_text("TOP-SECRET-MARKER")
+    with pytest.raises(FileRejected) as caught:
+        parse(_xxe(secret))
+    assert caught.value.code == FORBIDDEN_DTD
+    assert "TOP-SECRET-MARKER" not in str(caught.value)
+    passwd = _xxe(Path("/etc/passwd"))
+    with pytest.raises(FileRejected):
+        parse(passwd)
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-32"])
+def test_doctype_in_other_encodings_is_refused_after_a_safe_parse(tmp_path, encoding):
+    """The byte scan cannot read UTF-16/32; the docinfo check after parsing still refuses, and the
+    hardened parser has expanded nothing meanwhile."""
+    secret = tmp_path / "secret.txt"
+    secret.write_text("TOP-SECRET-MARKER")
+    text = (f'<?xml version="1.0" encoding="{encoding.upper()}"?><!DOCTYPE a [<!ENTITY x SYSTEM '
+            f'"{secret.as_uri()}">]><a>&x;</a>')
+    data = text.encode(encoding)
+    with pytest.raises(FileRejected) as caught:
+        parse_xml(data, source="u16.xml")
+    assert caught.value.code in (FORBIDDEN_DTD, MALFORMED)
+    assert "TOP-SECRET-MARKER" not in str(caught.value)
+
+
+def test_comment_mentioning_doctype_in_the_body_is_no_false_alarm():
+    data = INVOICE.replace(b"<cbc:ProfileID>", b"<!-- <!DOCTYPE x> --><cbc:ProfileID>")
+    assert parse(data).invoices.height == 1
+
+
+# -- robustness -----------------------------------------------------------------------------------
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_mutated_documents_give_a_batch_or_a_parse_error(data):
+    raw = bytearray(data.draw(st.sampled_from([INVOICE, CREDIT_NOTE])))
+    for _ in range(data.draw(st.integers(1, 8))):
+        position = data.draw(st.integers(0, len(raw) - 1))
+        raw[position] = data.draw(st.integers(0, 255))
+    try:
+        batch = parse(bytes(raw))
+    except ParseError:
+        return
+    assert isinstance(batch, InvoiceBatch)
+    assert batch.invoices.height + len({e.row for e in batch.errors}) == 1
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.binary(max_size=300), max_size=4))
+def test_random_bytes_in_a_batch_are_row_errors(blobs):
+    batch = PARSER.parse_many([(f"{i}.xml", b) for i, b in enumerate(blobs)], source="rnd")
+    assert batch.invoices.height == 0
+    assert {e.row for e in batch.errors} == set(range(1, len(blobs) + 1))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.binary(max_size=400))
+def test_random_bytes_give_a_parse_error_or_a_batch(raw):
+    try:
+        parse(raw)
+    except ParseError:
+        pass
+
+
+def test_a_value_containing_the_field_separator_is_read_exactly():
+    data = INVOICE.replace(b"Peeters &amp; Zonen BV", "Peeters \u241f Zonen".encode())
+    assert only_row(parse(data))["debtor_name"] == "Peeters \u241f Zonen"
