@@ -1,0 +1,98 @@
+"""Our CODA parser against pycoda (the parser Odoo's community uses) on the same generated file.
+
+Each parser runs in its own subprocess so that peak RSS (`resource.getrusage`) is its own; only the
+parse is timed (the file is read into memory first). pycoda is installed in benchmarks/.venv-pycoda,
+never in the project venv: it ships a top-level package `coda` that would clash with febelfin-coda
+(bank-statements.md 1.13).
+
+    python benchmarks/bench_coda.py [movements=500000] [repeat=3]
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+PYCODA_VENV = HERE / ".venv-pycoda"
+OUT = HERE / "out"
+
+OURS = r"""
+import json, resource, sys, time
+from creditflow.parsers.coda import CodaParser
+data = open(sys.argv[1], "rb").read()
+best = None
+for _ in range(int(sys.argv[2])):
+    start = time.perf_counter()
+    batch = CodaParser().parse(data, source=sys.argv[1])
+    elapsed = time.perf_counter() - start
+    best = elapsed if best is None else min(best, elapsed)
+print(json.dumps({"seconds": best, "movements": batch.movements.height, "statements": batch.statements.height,
+                  "warnings": len(batch.warnings),
+                  "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+PYCODA = r"""
+import json, resource, sys, time
+from coda.parser import Parser
+data = open(sys.argv[1], "rb").read()
+best = None
+for _ in range(int(sys.argv[2])):
+    start = time.perf_counter()
+    statements = Parser().parse(data)
+    elapsed = time.perf_counter() - start
+    best = elapsed if best is None else min(best, elapsed)
+print(json.dumps({"seconds": best, "movements": sum(len(s.movements) for s in statements),
+                  "statements": len(statements),
+                  "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+
+def pycoda_python() -> Path:
+    python = PYCODA_VENV / "bin" / "python"
+    if not python.exists():
+        print(f"creating {PYCODA_VENV} with pycoda (first run only)")
+        venv.create(PYCODA_VENV, with_pip=True)
+        subprocess.run([str(python), "-m", "pip", "install", "--quiet", "pycoda"], check=True)
+    return python
+
+
+def run(python: str, script: str, path: Path, repeat: int) -> dict:
+    done = subprocess.run([python, "-c", script, str(path), str(repeat)], check=True, capture_output=True, text=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    movements = int(sys.argv[1]) if len(sys.argv) > 1 else 500_000
+    repeat = int(sys.argv[2]) if len(sys.argv) > 2 else 3
+    sys.path.insert(0, str(HERE))
+    from gen_coda import generate
+
+    path = OUT / f"coda_{movements}.cod"
+    if not path.exists():
+        text, _, _ = generate(movements)
+        OUT.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(text.encode("cp1252"))
+    records = sum(1 for line in path.read_bytes().splitlines() if line.strip())
+    size_mb = path.stat().st_size / 1e6
+    print(f"file: {path} ({size_mb:.1f} MB, {records:,} records)")
+
+    ours = run(sys.executable, OURS, path, repeat)
+    theirs = run(str(pycoda_python()), PYCODA, path, repeat)
+    for label, r in (("creditflow (numpy/polars)", ours), ("pycoda 1.1 (pure Python)", theirs)):
+        print(
+            f"{label:28s} {r['seconds']:7.2f} s  {records / r['seconds']:>12,.0f} records/s  "
+            f"{r['movements'] / r['seconds']:>10,.0f} movements/s  peak RSS {r['rss_mb']:7.0f} MB  "
+            f"({r['movements']:,} movements, {r['statements']} statements)"
+        )
+    if ours["movements"] != theirs["movements"]:
+        print(f"WARNING: movement counts differ ({ours['movements']} vs {theirs['movements']})")
+    print(f"speed-up: {theirs['seconds'] / ours['seconds']:.1f}x (best of {repeat}); warnings from ours: "
+          f"{ours['warnings']}")
+
+
+if __name__ == "__main__":
+    main()
