@@ -175,12 +175,12 @@ class CreditorProfile(_Strict):
 
     @model_validator(mode="after")
     def _sepa(self) -> "CreditorProfile":
-        if self.iban[:2] not in _SEPA_COUNTRIES:
+        if self.iban[:2] not in SEPA_COUNTRIES:
             raise ValueError(f"IBAN country {self.iban[:2]} is not in the SEPA zone")
         return self
 
 
-_SEPA_COUNTRIES = frozenset(
+SEPA_COUNTRIES = frozenset(
     "AD AT BE BG CH CY CZ DE DK EE ES FI FR GB GI GR HR HU IE IS IT LI LT LU LV MC MT NL NO PL PT "
     "RO SE SI SK SM VA".split()
 )
