@@ -12,7 +12,7 @@ from functools import lru_cache
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 BRUSSELS = ZoneInfo("Europe/Brussels")
@@ -52,6 +52,13 @@ class Settings(BaseSettings):
     )
     render_chunk_size: int = Field(1000, ge=1, description="Invoices per render task.")
     dispatch_chunk_size: int = Field(1000, ge=1, description="Messages per dispatch task.")
+
+    @field_validator("link_secret")
+    @classmethod
+    def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value().encode()) < 16:
+            raise ValueError("must be at least 16 bytes: payment links are signed with it")
+        return value
 
     @property
     def resolved_database_url(self) -> str:

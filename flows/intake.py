@@ -1,0 +1,91 @@
+"""The billing-intake flow: inbox files -> ledger -> PDFs -> messages, with a summary artifact."""
+
+from __future__ import annotations
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+
+from creditflow.config import Settings
+from creditflow.pipeline import dispatch, intake, render
+from creditflow.pipeline.runtime import Runtime, open_runtime
+from creditflow.pipeline.summary import RunSummary
+
+_RUNTIME: Runtime | None = None
+
+
+def runtime() -> Runtime:
+    """One runtime per process: Prefect tasks run in threads of the flow's process."""
+    global _RUNTIME
+    if _RUNTIME is None:
+        _RUNTIME = open_runtime(Settings())
+    return _RUNTIME
+
+
+def reset_runtime() -> None:
+    global _RUNTIME
+    if _RUNTIME is not None:
+        _RUNTIME.close()
+    _RUNTIME = None
+
+
+@task(name="find-new-files", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
+def find_new_files() -> list[intake.Candidate]:
+    return intake.pending_files(runtime())
+
+
+@task(name="ingest-file", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
+def ingest_file(candidate: intake.Candidate) -> intake.FileOutcome:
+    outcome = intake.ingest_file(runtime(), candidate.creditor_id, candidate.name)
+    get_run_logger().info(
+        "%s/%s: %s, %d accepted, %d rejected%s", candidate.creditor_id, candidate.name, outcome.state,
+        outcome.accepted, outcome.rejected, f" ({outcome.reason})" if outcome.reason else "",
+    )
+    return outcome
+
+
+@task(name="render-invoices", cache_policy=NO_CACHE)
+def render_chunk() -> render.RenderOutcome:
+    return render.render_pending(runtime())
+
+
+@task(name="plan-deliveries", cache_policy=NO_CACHE)
+def plan_chunk() -> dispatch.DispatchOutcome:
+    return dispatch.plan_initial(runtime(), limit=runtime().settings.dispatch_chunk_size)
+
+
+@task(name="send-messages", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=10)
+def send_chunk() -> dispatch.DispatchOutcome:
+    return dispatch.dispatch_due(runtime(), limit=runtime().settings.dispatch_chunk_size)
+
+
+@flow(name="billing-intake", log_prints=True)
+def billing_intake(max_chunks: int = 100) -> RunSummary:
+    """Take every new billing file through claim, parse, validate, store, render, send and archive."""
+    summary = RunSummary()
+    for candidate in find_new_files():
+        summary.files.append(
+            ingest_file.with_options(
+                task_run_name=f"ingest {candidate.creditor_id}/{candidate.name}",
+                tags=[f"creditor:{candidate.creditor_id}"],
+            )(candidate)
+        )
+    for _ in range(max_chunks):
+        outcome = render_chunk()
+        summary.rendered += outcome.rendered
+        if outcome.rendered == 0:
+            break
+    for _ in range(max_chunks):
+        planned = plan_chunk()
+        summary.add_dispatch(planned)
+        if planned.planned == 0 and not planned.no_channel:
+            break
+    for _ in range(max_chunks):
+        sent = send_chunk()
+        summary.add_dispatch(sent)
+        if sent.sent == 0 and sent.retry_later == 0 and sent.fell_back == 0:
+            break
+    create_markdown_artifact(key="billing-intake-summary", markdown=summary.markdown(),
+                             description="Files taken, rows accepted and rejected, PDFs rendered, messages sent")
+    print(summary.one_line())
+    return summary

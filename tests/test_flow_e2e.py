@@ -1,0 +1,86 @@
+"""The README's main job through real (ephemeral) Prefect: sample file in, PDFs and messages out."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pymupdf
+import pytest
+import zxingcpp
+from stdnum.be import ogm_vcs
+
+from creditflow.flows import intake as intake_flow
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE = REPO / "sample_files" / "demo-utility" / "billing-2026-11.csv"
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def prefect_harness(tmp_path_factory):
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch):
+    home = tmp_path / "var"
+    monkeypatch.setenv("CREDITFLOW_HOME", str(home))
+    monkeypatch.setenv("CREDITFLOW_PROFILES_DIR", str(REPO / "sample_files" / "creditors"))
+    monkeypatch.delenv("CREDITFLOW_DATABASE_URL", raising=False)
+    intake_flow.reset_runtime()
+    yield home
+    intake_flow.reset_runtime()
+
+
+def decode_qr(pdf_path: Path) -> bytes:
+    with pymupdf.open(pdf_path) as pdf:
+        pix = pdf[0].get_pixmap(dpi=150, colorspace=pymupdf.csGRAY)
+    import numpy as np
+
+    image = np.frombuffer(pix.samples, dtype=np.uint8).reshape(pix.height, pix.width)
+    (result,) = zxingcpp.read_barcodes(image, formats=zxingcpp.BarcodeFormat.QRCode)
+    return bytes(result.bytes)
+
+
+def test_flow_run_twice_on_sample_file(prefect_harness, env):
+    inbox = env / "dropzone" / "demo-utility" / "inbox"
+    inbox.mkdir(parents=True)
+    shutil.copyfile(SAMPLE, inbox / SAMPLE.name)
+
+    first = intake_flow.billing_intake()
+    (file_outcome,) = first.files
+    assert file_outcome.state == "processed"
+    pdfs = sorted((env / "documents" / "demo-utility").glob("*.pdf"))
+    assert len(pdfs) == file_outcome.accepted == first.rendered == first.sent
+    assert first.rejected == file_outcome.rejected >= 5
+
+    for pdf in pdfs:  # every QR is a valid EPC payload whose reference passes the OGM check
+        lines = decode_qr(pdf).decode("utf-8").split("\n")
+        assert lines[:4] == ["BCD", "002", "1", "SCT"]
+        reference = lines[9] or lines[10].strip("+").replace("/", "")
+        assert ogm_vcs.is_valid(reference), (pdf.name, lines)
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    async def artifacts():
+        async with get_client() as client:
+            return await client.read_artifacts(
+                artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["billing-intake-summary"]))
+            )
+
+    import asyncio
+
+    found = asyncio.run(artifacts())
+    assert found and "Billing intake" in found[0].data
+
+    shutil.copyfile(SAMPLE, inbox / SAMPLE.name)  # the creditor sends the same file again
+    second = intake_flow.billing_intake()
+    assert [f.state for f in second.files] == ["duplicate"]
+    assert second.accepted == second.rendered == second.sent == 0
+    assert sorted((env / "documents" / "demo-utility").glob("*.pdf")) == pdfs
