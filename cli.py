@@ -4,6 +4,7 @@
     creditflow run             take every new file through intake, render and dispatch (one run)
     creditflow invoice NUMBER  an invoice's state, reference, PDF, deliveries and history
     creditflow profiles        check every creditor profile and list them
+    creditflow parse FILE...   what a billing or bank-statement file holds (--json for scripts)
 """
 
 from __future__ import annotations
@@ -99,6 +100,37 @@ def cmd_profiles(args, settings) -> int:
     return 0
 
 
+def cmd_parse(args, settings) -> int:
+    import json
+
+    from creditflow.parsers.inspect import inspect_file, render_text
+
+    csv_parser = None
+    if args.creditor:
+        from creditflow.config import load_profiles
+        from creditflow.parsers.csv_invoices import CsvInvoiceParser
+
+        profiles = load_profiles(settings.profiles_dir)
+        if args.creditor not in profiles:
+            print(f"creditflow: no creditor profile {args.creditor!r} in {settings.profiles_dir}", file=sys.stderr)
+            return 2
+        csv_parser = CsvInvoiceParser(profiles[args.creditor].csv)
+    summaries = []
+    for path in args.files:
+        try:
+            data = Path(path).read_bytes()
+        except OSError as exc:
+            summaries.append({"file": path, "size": 0, "format": None,
+                              "error": {"code": "unreadable", "location": None, "field": None, "message": str(exc)}})
+            continue
+        summaries.append(inspect_file(Path(path).name, data, csv_parser))
+    if args.json:
+        print(json.dumps(summaries if len(summaries) > 1 else summaries[0], indent=2, ensure_ascii=False))
+    else:
+        print("\n\n".join(render_text(s) for s in summaries))
+    return 1 if any("error" in s for s in summaries) else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="creditflow", description="Billing files in, payable invoices out.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -111,6 +143,11 @@ def build_parser() -> argparse.ArgumentParser:
     inv.add_argument("--creditor")
     inv.set_defaults(func=cmd_invoice)
     sub.add_parser("profiles", help="validate and list creditor profiles").set_defaults(func=cmd_profiles)
+    parse = sub.add_parser("parse", help="say what a billing or bank-statement file holds")
+    parse.add_argument("files", nargs="+", metavar="FILE")
+    parse.add_argument("--creditor", help="read CSV files with this creditor's column mapping")
+    parse.add_argument("--json", action="store_true", help="print JSON for scripts")
+    parse.set_defaults(func=cmd_parse)
     return parser
 
 
