@@ -17,6 +17,7 @@ from sqlalchemy import (
     Boolean,
     CheckConstraint,
     Date,
+    Float,
     DateTime,
     ForeignKey,
     Index,
@@ -279,3 +280,132 @@ class Event(Base):
     entity_id: Mapped[str] = mapped_column(String(100))
     kind: Mapped[str] = mapped_column(String(60))
     detail: Mapped[dict[str, Any]] = mapped_column(JsonType, default=dict)
+
+
+# -- reconciliation (issue 6) ---------------------------------------------------------------------
+
+ALLOCATION_KINDS = ("invoice", "unapplied", "undo")
+MOVEMENT_STATUSES = (
+    "matched", "ambiguous", "no_match", "debit", "reversal", "globalised", "not_eur",
+)
+
+
+class BankStatement(Base):
+    """One bank statement as imported; its stable key makes a second import of it a no-op.
+
+    Balances stay in thousandths as the bank wrote them (CODA has three decimals); the previous
+    statement of the same account is found by (account, new balance date, sequence) for the
+    continuity check.
+    """
+
+    __tablename__ = "bank_statements"
+    __table_args__ = (
+        UniqueConstraint("statement_key"),
+        Index(None, "account_number", "new_balance_date"),
+    )
+
+    id: Mapped[int] = mapped_column(IdType, primary_key=True)
+    statement_key: Mapped[str] = mapped_column(String(200))
+    creditor_id: Mapped[str | None] = mapped_column(ForeignKey("creditors.id"))
+    format: Mapped[str] = mapped_column(String(20))
+    account_iban: Mapped[str | None] = mapped_column(String(34))
+    account_number: Mapped[str] = mapped_column(String(70))
+    currency: Mapped[str | None] = mapped_column(String(3))
+    sequence_number: Mapped[str | None] = mapped_column(String(35))
+    statement_id: Mapped[str | None] = mapped_column(String(140))
+    creation_date: Mapped[date | None] = mapped_column(Date)
+    old_balance_date: Mapped[date | None] = mapped_column(Date)
+    old_balance_milli: Mapped[int | None] = mapped_column(BigInteger)
+    new_balance_date: Mapped[date | None] = mapped_column(Date)
+    new_balance_milli: Mapped[int | None] = mapped_column(BigInteger)
+    movement_count: Mapped[int] = mapped_column(Integer, default=0)
+    credit_milli: Mapped[int] = mapped_column(BigInteger, default=0)
+    debit_milli: Mapped[int] = mapped_column(BigInteger, default=0)
+    source_file_id: Mapped[int | None] = mapped_column(ForeignKey("source_files.id"))
+    source_name: Mapped[str | None] = mapped_column(String(255))
+    imported_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class BankMovement(Base):
+    """One movement (booking or globalisation detail) with what matching concluded about it.
+
+    The canonical movement columns are all kept so that an unmatched line can be matched again on a
+    later night (when its invoice has arrived) without the statement file.
+    """
+
+    __tablename__ = "movements"
+    __table_args__ = (
+        UniqueConstraint("movement_key"),
+        CheckConstraint(
+            f"match_status IS NULL OR {_one_of('match_status', MOVEMENT_STATUSES)}", name="match_status"
+        ),
+        Index(None, "statement_key"),
+        Index(None, "match_status", "creditor_id"),
+    )
+
+    id: Mapped[int] = mapped_column(IdType, primary_key=True)
+    movement_key: Mapped[str] = mapped_column(String(200))
+    statement_key: Mapped[str] = mapped_column(ForeignKey("bank_statements.statement_key"))
+    creditor_id: Mapped[str | None] = mapped_column(ForeignKey("creditors.id"))
+    format: Mapped[str] = mapped_column(String(20))
+    account_iban: Mapped[str | None] = mapped_column(String(34))
+    sequence: Mapped[int | None] = mapped_column(Integer)
+    detail_number: Mapped[int] = mapped_column(Integer, default=0)
+    parent_key: Mapped[str | None] = mapped_column(String(200))
+    is_booking: Mapped[bool] = mapped_column(Boolean, default=True)
+    has_details: Mapped[bool] = mapped_column(Boolean, default=False)
+    booking_date: Mapped[date | None] = mapped_column(Date)
+    value_date: Mapped[date | None] = mapped_column(Date)
+    amount_milli: Mapped[int] = mapped_column(BigInteger)
+    currency: Mapped[str | None] = mapped_column(String(3))
+    is_reversal: Mapped[bool] = mapped_column(Boolean, default=False)
+    transaction_code: Mapped[str | None] = mapped_column(String(35))
+    communication_type: Mapped[str | None] = mapped_column(String(10))
+    structured_reference: Mapped[str | None] = mapped_column(String(35))
+    reference_valid: Mapped[bool | None] = mapped_column(Boolean)
+    communication: Mapped[str | None] = mapped_column(Text)
+    counterparty_name: Mapped[str | None] = mapped_column(String(140))
+    counterparty_account: Mapped[str | None] = mapped_column(String(70))
+    counterparty_bic: Mapped[str | None] = mapped_column(String(11))
+    end_to_end_id: Mapped[str | None] = mapped_column(String(140))
+    bank_reference: Mapped[str | None] = mapped_column(String(140))
+    customer_reference: Mapped[str | None] = mapped_column(String(140))
+    return_reason: Mapped[str | None] = mapped_column(String(35))
+    source_line: Mapped[int | None] = mapped_column(Integer)
+    match_status: Mapped[str | None] = mapped_column(String(20))
+    match_stage: Mapped[int | None] = mapped_column(Integer)
+    match_confidence: Mapped[float | None] = mapped_column(Float)  # a score, not money
+    match_reason: Mapped[str | None] = mapped_column(Text)
+    suggested_invoice_ids: Mapped[list[int] | None] = mapped_column(JsonType)
+    imported_at: Mapped[datetime] = mapped_column(default=utcnow)
+    matched_at: Mapped[datetime | None]
+
+
+class Allocation(Base):
+    """Money from one movement on one invoice: `invoice` lowers its open balance, `unapplied` is a
+    surplus held for the debtor, `undo` (negative) gives back what a reversal took away.
+
+    UNIQUE(movement_key, invoice_id, kind) with ON CONFLICT DO NOTHING is what makes booking the
+    same night twice a no-op.
+    """
+
+    __tablename__ = "allocations"
+    __table_args__ = (
+        UniqueConstraint("movement_key", "invoice_id", "kind"),
+        CheckConstraint(_one_of("kind", ALLOCATION_KINDS), name="kind"),
+        Index(None, "invoice_id"),
+        Index(None, "creditor_id", "booked_at"),
+    )
+
+    id: Mapped[int] = mapped_column(IdType, primary_key=True)
+    movement_key: Mapped[str] = mapped_column(ForeignKey("movements.movement_key"))
+    invoice_id: Mapped[int | None] = mapped_column(ForeignKey("invoices.id"))
+    creditor_id: Mapped[str | None] = mapped_column(ForeignKey("creditors.id"))
+    debtor_key: Mapped[str | None] = mapped_column(String(300))
+    kind: Mapped[str] = mapped_column(String(20))
+    amount_cents: Mapped[int] = mapped_column(BigInteger)
+    paid_on: Mapped[date | None] = mapped_column(Date)
+    stage: Mapped[int | None] = mapped_column(Integer)
+    undoes_movement_key: Mapped[str | None] = mapped_column(String(200))
+    reversed_by: Mapped[str | None] = mapped_column(String(200))
+    booked_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -85,11 +85,12 @@ def test_migration_matches_models(ledger_url):
     with engine.connect() as connection:
         context = MigrationContext.configure(connection, opts={"compare_type": True})
         assert compare_metadata(context, metadata) == []
-    assert db.current_revision(engine) == "0001_initial"
+    assert db.current_revision(engine) == "0002_reconciliation"
     db.upgrade(engine)  # a second start changes nothing
-    assert db.current_revision(engine) == "0001_initial"
+    assert db.current_revision(engine) == "0002_reconciliation"
     tables = set(inspect(engine).get_table_names())
     assert {"creditors", "source_files", "invoices", "deliveries", "events"} <= tables
+    assert {"bank_statements", "movements", "allocations"} <= tables
     engine.dispose()
 
 
