@@ -20,11 +20,9 @@ def _prefect_env(home: Path) -> None:
     """Keep Prefect's ephemeral database inside our data folder and its telemetry off (offline)."""
     os.environ.setdefault("PREFECT_HOME", str((home / "prefect").resolve()))
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    os.environ.setdefault("PREFECT_UI_ENABLED", "false")
 
 
 def cmd_run(args, settings) -> int:
-    _prefect_env(settings.home)
     from creditflow.flows.intake import billing_intake
 
     summary = billing_intake()
@@ -151,6 +149,9 @@ def build_parser() -> argparse.ArgumentParser:
     from creditflow.reconciliation.cli import add_cli as add_reconcile
 
     add_reconcile(sub)
+    from creditflow.flows.serve import add_cli as add_serve
+
+    add_serve(sub)
     return parser
 
 
@@ -159,6 +160,7 @@ def main(argv: list[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     settings = Settings()
+    _prefect_env(settings.home)
     try:
         return args.func(args, settings)
     except ConfigError as exc:

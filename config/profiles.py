@@ -20,6 +20,7 @@ from stdnum import vatin as stdnum_vatin
 from stdnum.exceptions import ValidationError as StdnumError
 
 from creditflow.config.errors import ProfileError
+from creditflow.config.stores import StoreConfig
 
 Language = Literal["nl", "fr", "en", "de"]
 Channel = Literal["email", "sms", "post", "payment_request"]
@@ -132,6 +133,14 @@ class CreditorProfile(_Strict):
     )
     invoice_number_pattern: str | None = Field(
         None, description="Regular expression of this creditor's invoice numbers (reconciliation)."
+    )
+    finance_email: str | None = Field(
+        None, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$",
+        description="Where the nightly reconciliation reports are e-mailed; none: reports folder only.",
+    )
+    store: StoreConfig | None = Field(
+        None, description="Where this creditor's drop zone lives; default: a local folder "
+        "<dropzone>/<id> (settings.resolved_dropzone_dir).",
     )
 
     @field_validator("id")

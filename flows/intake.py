@@ -30,8 +30,8 @@ def reset_runtime() -> None:
 
 
 @task(name="find-new-files", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
-def find_new_files() -> list[intake.Candidate]:
-    return intake.pending_files(runtime())
+def find_new_files(settle: bool = False) -> intake.InboxScan:
+    return intake.scan_inbox(runtime(), settle=settle)
 
 
 @task(name="ingest-file", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
@@ -60,16 +60,33 @@ def send_chunk() -> dispatch.DispatchOutcome:
 
 
 @flow(name="billing-intake", log_prints=True)
-def billing_intake(max_chunks: int = 100) -> RunSummary:
-    """Take every new billing file through claim, parse, validate, store, render, send and archive."""
+def billing_intake(max_chunks: int = 100, settle: bool = False) -> RunSummary:
+    """Take every new billing file through claim, parse, validate, store, render, send and archive.
+
+    `settle=True` (the scheduled deployment) applies the two-poll rule to fresh uploads; a manual
+    run takes every file whose name says it is complete. A file that fails (after its task's
+    retries) stays in the inbox; the other files go on, and the run then fails naming it.
+    """
     summary = RunSummary()
-    for candidate in find_new_files():
-        summary.files.append(
-            ingest_file.with_options(
-                task_run_name=f"ingest {candidate.creditor_id}/{candidate.name}",
-                tags=[f"creditor:{candidate.creditor_id}"],
-            )(candidate)
-        )
+    scan = find_new_files(settle)
+    summary.waiting = len(scan.waiting)
+    summary.refused = [(r.creditor_id, r.name, r.reason) for r in scan.refused]
+    for candidate in scan.ready:
+        state = ingest_file.with_options(
+            task_run_name=f"ingest {candidate.creditor_id}/{candidate.name}",
+            tags=[f"creditor:{candidate.creditor_id}"],
+        )(candidate, return_state=True)
+        if state.is_completed():
+            outcome = state.result()
+            if outcome.state != "skipped":
+                summary.files.append(outcome)
+        else:
+            try:
+                state.result()
+                why = state.message or state.name
+            except Exception as exc:  # the task's own exception, after its retries
+                why = f"{type(exc).__name__}: {exc}"
+            summary.failed.append((candidate.creditor_id, candidate.name, why))
     for _ in range(max_chunks):
         outcome = render_chunk()
         summary.rendered += outcome.rendered
@@ -88,4 +105,6 @@ def billing_intake(max_chunks: int = 100) -> RunSummary:
     create_markdown_artifact(key="billing-intake-summary", markdown=summary.markdown(),
                              description="Files taken, rows accepted and rejected, PDFs rendered, messages sent")
     print(summary.one_line())
+    if summary.failed:
+        raise RuntimeError(summary.failure_message())
     return summary

@@ -14,25 +14,27 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from creditflow.flows.intake import runtime
-from creditflow.pipeline import reconcile
+from creditflow.pipeline import reconcile, statements_intake
+from creditflow.pipeline.statements_intake import TakenStatement
 
 
 @task(name="collect-statements", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
-def collect(paths: list[str] | None) -> list[tuple[str, bytes]]:
-    """Given files, else whatever pipeline.statements_intake (the bank drop zones) hands over."""
+def collect(paths: list[str] | None) -> list[TakenStatement]:
+    """The given files, else every statement parked by intake in the creditors' statements/ folders."""
     if paths:
-        return [(Path(p).name, Path(p).read_bytes()) for p in paths]
-    try:
-        from creditflow.pipeline import statements_intake  # written in parallel (issue: bank drop zones)
-    except ImportError:
-        return []
-    collect_fn = getattr(statements_intake, "collect_statements", None)
-    return list(collect_fn(runtime())) if collect_fn else []
+        return [TakenStatement(None, None, Path(p).name, None, Path(p).read_bytes()) for p in paths]
+    return statements_intake.collect_statements(runtime())
+
+
+@task(name="finish-statements", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
+def finish(taken: list[TakenStatement], imported: reconcile.ImportReport) -> list[str]:
+    return statements_intake.finish_night(runtime(), [t for t in taken if t.file_id is not None],
+                                          imported.file_errors)
 
 
 @task(name="import-statements", cache_policy=NO_CACHE)
-def import_task(statements: list[tuple[str, bytes]]) -> reconcile.ImportReport:
-    parsed = [reconcile.parse_statement_file(name, data) for name, data in statements]
+def import_task(statements: list[TakenStatement]) -> reconcile.ImportReport:
+    parsed = [reconcile.parse_statement_file(s.name, s.data) for s in statements]
     return reconcile.import_statements(runtime(), parsed)
 
 
@@ -63,6 +65,7 @@ def nightly_reconciliation(paths: list[str] | None = None) -> reconcile.NightSum
     for creditor_id in reconcile.report_creditors(runtime(), imported):
         summary.reports.append(report_task.with_options(task_run_name=f"report {creditor_id}",
                                                         tags=[f"creditor:{creditor_id}"])(creditor_id, imported))
+    finish(statements, imported)
     for issue in imported.issues:
         get_run_logger().warning(issue)
     create_markdown_artifact(key="nightly-reconciliation", markdown=summary.markdown(),

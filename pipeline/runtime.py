@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -9,10 +10,14 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from creditflow.channels.base import Channel
-from creditflow.config import CreditorProfile, Settings, load_profiles
+from creditflow.config import ConfigError, CreditorProfile, Settings, load_profiles
+from creditflow.config.stores import StoreConfig
 from creditflow.ledger import db
 from creditflow.ledger.files import upsert_creditor
-from creditflow.stores import LocalStore
+from creditflow.stores.base import INBOX, FileStore
+from creditflow.stores.factory import store_from_config
+
+_DEFAULT_STORE = StoreConfig()
 
 
 @dataclass
@@ -22,9 +27,24 @@ class Runtime:
     engine: Engine
     sessions: sessionmaker[Session]
     _channels: dict[str, Channel] | None = field(default=None, repr=False)
+    _stores: dict[str, FileStore] = field(default_factory=dict, repr=False)
+    _stores_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def store_for(self, creditor_id: str) -> LocalStore:
-        return LocalStore(self.settings.resolved_dropzone_dir / creditor_id)
+    def store_config(self, creditor_id: str) -> StoreConfig:
+        return self.profiles[creditor_id].store or _DEFAULT_STORE
+
+    def store_for(self, creditor_id: str) -> FileStore:
+        """The creditor's own area, built once: one SFTP connection or S3 client per creditor,
+        reused by every task of the process (tasks run in threads, hence the lock)."""
+        with self._stores_lock:
+            store = self._stores.get(creditor_id)
+            if store is None:
+                if creditor_id not in self.profiles:
+                    raise KeyError(f"no creditor profile {creditor_id!r}")
+                store = store_from_config(self.store_config(creditor_id), creditor_id,
+                                          settings=self.settings)
+                self._stores[creditor_id] = store
+            return store
 
     def documents_dir(self, creditor_id: str) -> Path:
         return self.settings.resolved_documents_dir / creditor_id
@@ -42,6 +62,12 @@ class Runtime:
     def close(self) -> None:
         for channel in (self._channels or {}).values():
             channel.close()
+        with self._stores_lock:
+            stores, self._stores = list(self._stores.values()), {}
+        for store in stores:
+            close = getattr(store, "close", None)  # SFTP holds a connection; local and S3 need nothing
+            if close is not None:
+                close()
         self.engine.dispose()
 
 
@@ -64,6 +90,29 @@ def open_runtime(settings: Settings | None = None) -> Runtime:
                 bic=profile.bic,
                 language=profile.language,
             )
-    for profile_id in profiles:
-        LocalStore(settings.resolved_dropzone_dir / profile_id)  # creates the area's folders
-    return Runtime(settings, profiles, engine, sessions)
+    rt = Runtime(settings, profiles, engine, sessions)
+    try:
+        check_areas_distinct(rt)
+        for profile_id in profiles:
+            if rt.store_config(profile_id).kind == "local":
+                rt.store_for(profile_id)  # creates the area's folders; remote stores connect on use
+    except BaseException:
+        rt.close()
+        raise
+    return rt
+
+
+def check_areas_distinct(rt: Runtime) -> None:
+    """Two creditors sharing one inbox would read each other's files: refuse to start.
+
+    Compared through `describe`, which names server + path (or bucket + key), without connecting.
+    """
+    owners: dict[str, str] = {}
+    for creditor_id in sorted(rt.profiles):
+        where = rt.store_for(creditor_id).describe(INBOX, "x")
+        if where in owners:
+            raise ConfigError(
+                f"creditors {owners[where]} and {creditor_id} have the same drop zone "
+                f"({where.removesuffix('/x')}); put {{creditor_id}} in the store's root or prefix"
+            )
+        owners[where] = creditor_id

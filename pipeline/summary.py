@@ -17,6 +17,9 @@ class RunSummary:
     fell_back: int = 0
     by_channel: dict[str, int] = field(default_factory=dict)
     no_channel: list[str] = field(default_factory=list)
+    failed: list[tuple[str, str, str]] = field(default_factory=list)  # (creditor, file, why)
+    refused: list[tuple[str, str, str]] = field(default_factory=list)  # (creditor, name, why)
+    waiting: int = 0  # uploads in progress or not settled yet: taken by a later poll
 
     def add_dispatch(self, outcome: DispatchOutcome) -> None:
         self.sent += outcome.sent
@@ -38,7 +41,16 @@ class RunSummary:
         return (f"{len(self.files)} file(s), {self.accepted} invoice(s) accepted, {self.rejected} row(s) "
                 f"rejected, {self.rendered} PDF(s) rendered, {self.sent} message(s) sent"
                 + (f", {self.retry_later} to retry" if self.retry_later else "")
-                + (f", {len(self.no_channel)} without a channel" if self.no_channel else ""))
+                + (f", {len(self.no_channel)} without a channel" if self.no_channel else "")
+                + (f", {len(self.failed)} file(s) FAILED" if self.failed else "")
+                + (f", {len(self.refused)} name(s) refused" if self.refused else "")
+                + (f", {self.waiting} upload(s) not settled yet" if self.waiting else ""))
+
+    def failure_message(self) -> str:
+        """The failed run's state message: which file and why, after what did succeed."""
+        listed = "; ".join(f"{c}/{n}: {why}" for c, n, why in self.failed[:10])
+        more = f" (and {len(self.failed) - 10} more)" if len(self.failed) > 10 else ""
+        return f"{len(self.failed)} file(s) failed and stay in the inbox for the next run: {listed}{more}"
 
     def markdown(self) -> str:
         lines = ["# Billing intake", "", self.one_line(), "",
@@ -48,7 +60,11 @@ class RunSummary:
             report = f"`{f.error_report}`" if f.error_report else ""
             lines.append(f"| {f.creditor_id} | {_cell(f.name)} | {f.state} | {f.rows_total} | {f.accepted} | "
                          f"{f.rejected} | {report} | {_cell(f.reason or '')} |")
-        if not self.files:
+        for creditor, name, why in self.failed:
+            lines.append(f"| {creditor} | {_cell(name)} | **failed** | | | | | {_cell(why)} |")
+        for creditor, name, why in self.refused:
+            lines.append(f"| {creditor} | {_cell(repr(name))} | refused | | | | | {_cell(why)} |")
+        if not self.files and not self.failed and not self.refused:
             lines.append("| | (no new files) | | | | | | |")
         lines += ["", "| channel | messages sent |", "|---|---:|"]
         lines += [f"| {c} | {n} |" for c, n in sorted(self.by_channel.items())] or ["| (none) | 0 |"]

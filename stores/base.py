@@ -27,6 +27,22 @@ class StoreError(Exception):
     """A store operation failed (I/O, permissions, connection)."""
 
 
+class StoreUnavailable(StoreError):
+    """The server could not be reached or dropped the connection, even after retries: try again later."""
+
+    transient = True
+
+
+class AlreadyClaimed(StoreError):
+    """Someone else got there first: the target name is taken, or the source was moved away.
+
+    Raised by a conditional create (`write(..., create_only=True)`) and by `move` on stores where
+    two workers can race for the same file (S3, SFTP). The loser should skip the file, not retry.
+    """
+
+    transient = False
+
+
 class UnsafeName(StoreError, ValueError):
     """A file name from a listing or a request is not a plain, safe file name."""
 
