@@ -84,3 +84,45 @@ def test_flow_run_twice_on_sample_file(prefect_harness, env):
     assert [f.state for f in second.files] == ["duplicate"]
     assert second.accepted == second.rendered == second.sent == 0
     assert sorted((env / "documents" / "demo-utility").glob("*.pdf")) == pdfs
+
+
+def test_statement_dropped_in_inbox_is_reconciled_by_the_nightly_flow(prefect_harness, env):
+    """Issue 4 + 6 through Prefect: intake parks the CODA file, the nightly flow pays the invoices."""
+    import sys
+
+    from sqlalchemy import select
+
+    from creditflow.flows.reconcile import nightly_reconciliation
+    from creditflow.ledger.models import Invoice, SourceFile
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from statement_builders import coda_file, credit
+
+    inbox = env / "dropzone" / "demo-utility" / "inbox"
+    inbox.mkdir(parents=True)
+    shutil.copyfile(SAMPLE, inbox / SAMPLE.name)
+    intake_flow.billing_intake()
+    rt = intake_flow.runtime()
+    with rt.sessions() as s:
+        first, second = s.scalars(select(Invoice).order_by(Invoice.id).limit(2)).all()
+    statement = coda_file(1, [credit(1, first.amount_cents, ogm=first.structured_reference),
+                              credit(2, second.amount_cents - 1000, ogm=second.structured_reference)])
+    (inbox / "kbc-2026-11-20.cod").write_bytes(statement)
+
+    parked = intake_flow.billing_intake()
+    assert [f.state for f in parked.files] == ["statement"]
+
+    night = nightly_reconciliation()
+    assert night.booked.allocations_booked >= 2
+    with rt.sessions() as s:
+        paid, partial = (s.get(Invoice, first.id), s.get(Invoice, second.id))
+        assert (paid.state, paid.open_cents) == ("paid", 0)
+        assert (partial.state, partial.open_cents) == ("partially_paid", 1000)
+        statement_file = s.scalars(select(SourceFile).where(SourceFile.format == "coda")).one()
+        assert statement_file.state == "processed"
+    area = env / "dropzone" / "demo-utility"
+    assert any((area / "archive").glob("*kbc-2026-11-20.cod"))
+    assert any((area / "reports").iterdir())
+
+    again = nightly_reconciliation()  # nothing new parked: the night changes nothing
+    assert again.booked.allocations_booked == 0
