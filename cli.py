@@ -152,6 +152,9 @@ def build_parser() -> argparse.ArgumentParser:
     from creditflow.flows.serve import add_cli as add_serve
 
     add_serve(sub)
+    from creditflow.pipeline.feedback import add_cli as add_feedback
+
+    add_feedback(sub)
     return parser
 
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
+
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from creditflow.config import Settings
+from creditflow.config.settings import BRUSSELS
 from creditflow.pipeline import dispatch, intake, render
 from creditflow.pipeline.runtime import Runtime, open_runtime
 from creditflow.pipeline.summary import RunSummary
@@ -59,6 +62,13 @@ def send_chunk() -> dispatch.DispatchOutcome:
     return dispatch.dispatch_due(runtime(), limit=runtime().settings.dispatch_chunk_size)
 
 
+@task(name="seal-print-batches", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=30)
+def seal_print_batches() -> int:
+    """Yesterday's letters go to the print shop as one file per creditor (a no-op when already sent)."""
+    yesterday = datetime.now(BRUSSELS).date() - timedelta(days=1)
+    return sum(1 for batch in dispatch.flush_post(runtime(), yesterday) if batch.uploaded)
+
+
 @flow(name="billing-intake", log_prints=True)
 def billing_intake(max_chunks: int = 100, settle: bool = False) -> RunSummary:
     """Take every new billing file through claim, parse, validate, store, render, send and archive.
@@ -102,6 +112,8 @@ def billing_intake(max_chunks: int = 100, settle: bool = False) -> RunSummary:
         summary.add_dispatch(sent)
         if sent.sent == 0 and sent.retry_later == 0 and sent.fell_back == 0:
             break
+    if seal_print_batches():
+        print("Yesterday's letters were sent to the print shop")
     create_markdown_artifact(key="billing-intake-summary", markdown=summary.markdown(),
                              description="Files taken, rows accepted and rejected, PDFs rendered, messages sent")
     print(summary.one_line())

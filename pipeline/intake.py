@@ -53,6 +53,8 @@ from creditflow.stores.base import (
 log = logging.getLogger(__name__)
 
 DUPLICATE_IN_LEDGER = "duplicate_in_ledger"
+UNSUPPORTED_CURRENCY = "unsupported_currency"
+COLLECTED_CURRENCY = "EUR"
 DUPLICATE_REFERENCE = "duplicate_reference"
 SEEN_EVENT = "inbox.seen"
 TAKEN_ELSEWHERE = "taken by another worker"
@@ -229,8 +231,9 @@ def ingest_file(rt: Runtime, creditor_id: str, name: str) -> FileOutcome:
     with rt.sessions.begin() as session:
         if not _take_unfinished(session, file_id):
             return FileOutcome(creditor_id, name, "skipped", file_id, reason=TAKEN_ELSEWHERE)
-        accepted, ledger_errors = _drop_ledger_duplicates(session, creditor_id, name, batch.invoices)
-        errors = [*batch.errors, *ledger_errors]
+        collectable, policy_errors = _collectable(name, batch.invoices)
+        accepted, ledger_errors = _drop_ledger_duplicates(session, creditor_id, name, collectable)
+        errors = [*batch.errors, *policy_errors, *ledger_errors]
         rows_total = batch.rows_read or (accepted.height + len({e.row for e in errors}))
         rejected_rows = len({e.row for e in errors})
         ids = invoices.insert_invoices(session, creditor_id=creditor_id, source_file_id=file_id,
@@ -281,6 +284,21 @@ def _move_or_none(store, folder: str, name: str, to_folder: str, to_name: str) -
 
 def _report_delimiter(profile) -> str:
     return profile.csv.delimiter if profile.csv.delimiter not in ("auto",) else ";"
+
+
+def _collectable(source: str, frame: pl.DataFrame):
+    """Only euro invoices can be paid by SEPA transfer and EPC QR code; others go back to the creditor.
+
+    The parsers read foreign-currency documents faithfully (a UBL invoice in SEK parses with a
+    warning); refusing to collect them is intake's policy, not a parse error.
+    """
+    foreign = frame.filter(pl.col("currency") != COLLECTED_CURRENCY)
+    errors = [
+        RowError(source, row["source_row"], row["invoice_number"], "currency", UNSUPPORTED_CURRENCY,
+                 f"{row['currency']} invoices cannot be collected: SEPA payments are in {COLLECTED_CURRENCY}")
+        for row in foreign.select("source_row", "invoice_number", "currency").iter_rows(named=True)
+    ]
+    return frame.filter(pl.col("currency") == COLLECTED_CURRENCY), errors
 
 
 def _drop_ledger_duplicates(session, creditor_id: str, source: str, frame: pl.DataFrame):

@@ -260,3 +260,17 @@ def test_transient_failure_is_retried_later_not_dropped(settings):
     result = dispatch.dispatch_due(rt, limit=1000, now=later)
     assert result.sent == len(emails)
     rt.close()
+
+
+def test_foreign_currency_ubl_invoice_is_parsed_but_not_collected(settings):
+    ubl = (REPO / "tests" / "fixtures" / "ubl" / "invoice-be-ogm.xml").read_bytes()
+    sek = ubl.replace(b">EUR<", b">SEK<").replace(b'currencyID="EUR"', b'currencyID="SEK"')
+    assert sek != ubl
+    drop(settings, sek, name="invoice-sek.xml")
+    rt = open_runtime(settings)
+    (outcome,), sent = run_all(rt)
+    assert outcome.state == "processed" and outcome.accepted == 0 and outcome.rejected == 1
+    (row,) = report_rows(outcome.error_report)
+    assert row["code"] == "unsupported_currency" and row["field"] == "currency"
+    assert sent.sent == 0
+    rt.close()
