@@ -3,7 +3,11 @@ XML parser (xmlsafe) against entity attacks."""
 
 from __future__ import annotations
 
+import base64
 import io
+import json
+import random
+import re
 import zipfile
 from datetime import date
 from pathlib import Path
@@ -11,8 +15,10 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from lxml import etree
 from stdnum.be import ogm_vcs
 
+from creditflow.parsers import ubl as ubl_module
 from creditflow.parsers.base import InvoiceBatch
 from creditflow.parsers.errors import MALFORMED, NOT_THIS_FORMAT, FileRejected, ParseError
 from creditflow.parsers.schema import INVOICE_SCHEMA
@@ -235,12 +241,59 @@ def test_every_problem_of_a_document_is_reported():
 
 
 def test_shared_validator_errors_carry_the_ubl_xpath():
-    batch = parse(INVOICE.replace(b"BE0403.170.701", b"BE0403.170.702"))
+    batch = parse(INVOICE.replace(b"boekhouding@peeters.example", b"boekhouding at peeters"))
     [error] = batch.errors
-    assert error.code == "invalid_vat"
-    assert error.field == ("/Invoice/cac:AccountingCustomerParty/cac:Party/cac:PartyTaxScheme"
-                           "[cac:TaxScheme/cbc:ID='VAT']/cbc:CompanyID")
+    assert error.code == "invalid_email"
+    assert error.field == "/Invoice/cac:AccountingCustomerParty/cac:Party/cac:Contact/cbc:ElectronicMail"
     assert batch.extra["lines"].height == 0  # frames hold accepted documents only
+
+
+def test_invalid_buyer_vat_is_a_warning_and_left_empty():
+    batch = parse(INVOICE.replace(b"BE0403.170.701", b"BE0403.170.702"))
+    row = only_row(batch)
+    assert row["debtor_vat"] is None and row["amount_cents"] == 36300
+    [warning] = batch.warnings
+    assert warning.code == "invalid_vat"
+    assert warning.location == ("/Invoice/cac:AccountingCustomerParty/cac:Party/cac:PartyTaxScheme"
+                                "[cac:TaxScheme/cbc:ID='VAT']/cbc:CompanyID")
+    assert "BE0403170702" in warning.message
+
+
+@pytest.mark.parametrize("currency", ["SEK", "gbp"])
+def test_non_eur_currency_is_a_warning_and_kept(currency):
+    data = INVOICE.replace(b"EUR", currency.encode())
+    batch = parse(data)
+    row = only_row(batch)
+    assert row["currency"] == currency.upper()
+    assert row["amount_cents"] == 36300 and row["due_date"] == date(2026, 4, 1)
+    assert [(w.code, w.location) for w in batch.warnings] == [
+        ("unsupported_currency", "/Invoice/cbc:DocumentCurrencyCode")]
+    assert batch.extra["documents"]["payee_iban"].to_list() == ["BE71096123456769"]
+
+
+def test_a_non_eur_document_is_still_checked_by_every_other_rule():
+    data = INVOICE.replace(b"EUR", b"SEK").replace(b"boekhouding@peeters.example", b"x at y")
+    batch = parse(data)
+    assert batch.invoices.height == 0
+    assert [e.code for e in batch.errors] == ["invalid_email"]
+    assert [w.code for w in batch.warnings] == ["unsupported_currency"]
+    # and a malformed currency code is still a row error of the shared validator
+    bad = parse(INVOICE.replace(b"EUR", b"EURO"))
+    assert "invalid_currency" in {e.code for e in bad.errors}
+
+
+def test_soft_warnings_in_a_batch_keep_real_figures_per_document():
+    sek = (INVOICE.replace(b"EUR", b"SEK").replace(b"CF-2026-0042", b"CF-SEK")
+           .replace(b"+++090/9337/55493+++", b"Factuur SEK"))
+    bad_vat = (INVOICE.replace(b"BE0403.170.701", b"BE0403.170.702")
+               .replace(b"CF-2026-0042", b"CF-VAT").replace(b"+++090/9337/55493+++", b"vrij"))
+    batch = PARSER.parse_many([("eur.xml", INVOICE), ("sek.xml", sek), ("vat.xml", bad_vat)],
+                              source="dir")
+    assert batch.errors == []
+    assert batch.invoices["currency"].to_list() == ["EUR", "SEK", "EUR"]
+    assert batch.invoices["debtor_vat"].to_list() == ["BE0403170701", "BE0403170701", None]
+    assert {(w.source, w.code) for w in batch.warnings} == {
+        ("dir!sek.xml", "unsupported_currency"), ("dir!vat.xml", "invalid_vat")}
 
 
 def test_invalid_base64_attachment_is_a_row_error():
@@ -434,3 +487,207 @@ def test_random_bytes_give_a_parse_error_or_a_batch(raw):
 def test_a_value_containing_the_field_separator_is_read_exactly():
     data = INVOICE.replace(b"Peeters &amp; Zonen BV", "Peeters \u241f Zonen".encode())
     assert only_row(parse(data))["debtor_name"] == "Peeters \u241f Zonen"
+
+
+# -- the batch output is pinned: 200 generated documents against a snapshot ----------------------
+#
+# tests/fixtures/ubl/batch-200-snapshot.json was written by the XPath-based implementation (before
+# the single tree walk replaced it), with `_batch_snapshot(PARSER.parse_many(_generated_items()))`.
+# Every frame, error and warning of the rewritten parser must stay identical. The documents avoid
+# non-EUR currencies and invalid buyer VAT numbers, whose treatment changed on purpose afterwards.
+
+SNAPSHOT = FIXTURES / "batch-200-snapshot.json"
+
+
+def _ogm(n: int) -> str:
+    base = 1_000_000 + n * 7919
+    digits = f"{base:010d}{base % 97 or 97:02d}"
+    return f"+++{digits[:3]}/{digits[3:7]}/{digits[7:]}+++"
+
+
+def _generated_document(n: int) -> bytes:
+    """Document `n`: one of the fixtures with a deterministic mix of variations (names, amounts,
+    references, phones, dates, whitespace, broken values), so most code paths are crossed."""
+    if n % 53 == 7:
+        return b"this is not xml " + str(n).encode()
+    if n % 59 == 8:
+        return b'<Order xmlns="urn:x"><ID>' + str(n).encode() + b"</ID></Order>"
+    if n % 5 == 0:
+        data = CREDIT_NOTE.replace(b"CN-77", f"CN-{n}".encode())
+        data = data.replace(b"Caf\xc3\xa9 De Hoek", f"Caf\u00e9 {n}".encode())
+        if n % 3 == 0:
+            data = data.replace(b">-121<", f">{n}.50<".encode())
+        if n % 4 == 0:
+            data = data.replace(b"RF18 5390 0754 7034", _ogm(n).encode())
+        if n % 7 == 0:
+            data = data.replace(b"Payable 14 days after the credit note date", b"end of month")
+        if n % 9 == 0:
+            data = data.replace(b"-1</cbc:CreditedQuantity>", b"x</cbc:CreditedQuantity>")
+        return data
+    number = n - 1 if n % 37 == 5 else n  # now and then a duplicate invoice number
+    data = INVOICE.replace(b"CF-2026-0042", f"CF-2026-{number:04d}".encode())
+    data = data.replace(b"Peeters &amp; Zonen BV", f"Klant {n} &amp; Zonen".encode())
+    data = data.replace(b">363.00</cbc:PayableAmount>", f">{100 + n * 3}.{n % 100:02d}"
+                        "</cbc:PayableAmount>".encode())
+    data = data.replace(b"+++090/9337/55493+++", _ogm(n).encode())
+    data = data.replace(b"0470 12 34 56", f"0470 {n // 100 % 100:02d} {n % 100:02d} 11".encode())
+    data = data.replace(b"<cbc:StreetName>Kerkstraat 12", f"<cbc:StreetName>Straat {n}".encode())
+    if n % 23 == 0:
+        data = data.replace(b'"EUR">1', b'"EUR">-1', 1)  # the first amount with a leading 1
+    if n % 41 == 0:
+        data = data.replace(b"</cbc:PayableAmount>", b"x</cbc:PayableAmount>")
+    if n % 43 == 0:
+        data = data.replace(b'<cbc:PayableAmount currencyID="EUR">', b"<cbc:Note>")
+        data = data.replace(b"</cbc:PayableAmount>", b"</cbc:Note>")
+    if n % 7 == 3:
+        data = data.replace(_ogm(n).encode(), b"+++123/4567/89012+++")
+    elif n % 11 == 4:
+        data = data.replace(_ogm(n).encode(), f"Factuur {n}".encode())
+    elif n % 13 == 6:
+        data = data.replace(_ogm(n).encode(), b"RF18 5390 0754 7034")
+    if n % 6 == 1:
+        data = data.replace(f"0470 {n // 100 % 100:02d}".encode(), b"bel ons")
+    elif n % 6 == 2:
+        data = data.replace(b"<cbc:Telephone>", b"<cbc:Note>").replace(b"</cbc:Telephone>",
+                                                                       b"</cbc:Note>")
+    if n % 4 == 1:
+        data = data.replace(b"<cbc:DueDate>2026-04-01</cbc:DueDate>", b"")
+    if n % 8 == 5:
+        data = data.replace(b"Betaling binnen 30 dagen", b"einde van de maand")
+    if n % 9 == 2:
+        data = data.replace(b"<cbc:PaymentMeansCode>30</cbc:PaymentMeansCode>",
+                            b"<cbc:PaymentMeansCode>30</cbc:PaymentMeansCode>"
+                            b"<cbc:PaymentDueDate>2026-05-05</cbc:PaymentDueDate>")
+    if n % 10 == 7:
+        data = data.replace(b"BE71 0961 2345 6769", b"BE71 0961 2345 6760")
+    if n % 12 == 0:
+        data = data.replace(b"Klant ", b"  Klant \n\t  ").replace(b"<cbc:CityName>Antwerpen",
+                                                                 b"<cbc:CityName>\n  Antwerpen  ")
+    if n % 29 == 3:
+        data = data.replace(b"<cbc:IssueDate>2026-03-02", b"<cbc:IssueDate>02-03-2026")
+    if n % 31 == 2:
+        data = data.replace(b"ZmxvdyB0ZXN0Cg==", b"ZmxvdyB0ZXN0Cg=!")
+    if n % 47 == 9:
+        data = data.replace(b">2.5</cbc:InvoicedQuantity>", b">2,5</cbc:InvoicedQuantity>")
+    if n % 14 == 3:
+        data = data.replace(b"<cbc:RegistrationName>Klant", b"<cbc:Name>Klant").replace(
+            b"Zonen</cbc:RegistrationName>", b"Zonen</cbc:Name>")
+    if n % 61 == 10:
+        data = data.replace(b'<cbc:PayableAmount currencyID="EUR">',
+                            b'<cbc:PayableAmount currencyID="USD">')
+    if n % 67 == 11:
+        data = data.replace(b"<cbc:CityName>Antwerpen", "<cbc:CityName>Ant\u241fwerpen".encode())
+    if n % 19 == 4:
+        data = data.replace(b"boekhouding@peeters.example", b"boekhouding at peeters")
+    if n % 17 == 5:
+        data = data.replace(b"<cbc:CompanyID>BE0403.170.701</cbc:CompanyID>", b"")
+    if n % 15 == 8:
+        data = data.replace(
+            b"<cac:PaymentTerms>",
+            b"<cac:PaymentMeans><cbc:PaymentMeansCode>59</cbc:PaymentMeansCode><cac:PaymentMandate>"
+            b"<cbc:ID>MANDATE-" + str(n).encode() + b"</cbc:ID><cac:PayerFinancialAccount><cbc:ID>"
+            b"BE54 0000 0000 0097</cbc:ID></cac:PayerFinancialAccount></cac:PaymentMandate>"
+            b"</cac:PaymentMeans><cac:PaymentTerms>")
+    return data
+
+
+def _generated_items(count: int = 200) -> list[tuple[str, bytes]]:
+    return [(f"gen/{n:03d}.xml", _generated_document(n)) for n in range(1, count + 1)]
+
+
+def _plain(value):
+    if isinstance(value, bytes):
+        return "b64:" + base64.b64encode(value).decode()
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _batch_snapshot(batch: InvoiceBatch) -> dict:
+    """Everything a batch holds, as JSON-able values (frames as lists of rows)."""
+    frames = {"invoices": batch.invoices, **batch.extra}
+    return {
+        "rows_read": batch.rows_read,
+        "schemas": {name: {c: str(t) for c, t in frame.schema.items()}
+                    for name, frame in frames.items()},
+        "frames": {name: [[_plain(v) for v in row] for row in frame.iter_rows()]
+                   for name, frame in frames.items()},
+        "errors": [[e.source, e.row, e.invoice_number, e.field, e.code, e.message]
+                   for e in batch.errors],
+        "warnings": [[w.source, w.location, w.code, w.message] for w in batch.warnings],
+    }
+
+
+def test_200_generated_documents_give_the_snapshot_batch():
+    batch = PARSER.parse_many(_generated_items(), source="gen.zip")
+    got = json.loads(json.dumps(_batch_snapshot(batch)))
+    expected = json.loads(SNAPSHOT.read_text(encoding="utf-8"))
+    assert got["rows_read"] == expected["rows_read"] == 200
+    assert got["schemas"] == expected["schemas"]
+    for name, rows in expected["frames"].items():
+        assert got["frames"][name] == rows, name
+    assert got["errors"] == expected["errors"]
+    assert got["warnings"] == expected["warnings"]
+    # the mix really crosses the paths it is meant to
+    assert len(expected["frames"]["invoices"]) >= 100
+    assert {e[4] for e in expected["errors"]} >= {
+        "malformed", "not_this_format", "invalid_amount", "missing", "invalid_date",
+        "invalid_base64", "invalid_quantity", "currency_mismatch", "duplicate_in_file",
+        "invalid_email"}
+    assert {w[2] for w in expected["warnings"]} >= {
+        "invalid_phone", "no_due_date", "invalid_reference", "no_payee_iban"}
+
+
+# -- the fast field reader (lxml ObjectPath) against the XPath it replaces -----------------------
+
+def _random_tree(rng: random.Random, trie: dict, attributes: list[str], tag: str = "{urn:x}Root"):
+    """A random element tree shaped by the fields' paths (`trie`: tag -> subtrie): repeated
+    containers, branches missing, distractor elements, empty and blank-padded values, attributes on
+    some elements only, now and then mixed content."""
+    element = etree.Element(tag)
+    children = [tag for tag in trie for _ in range(rng.choice((0, 1, 1, 2)))]
+    children += ["{urn:x}Other"] * (bool(trie) and rng.random() < 0.3)
+    rng.shuffle(children)
+    for child_tag in children:
+        element.append(_random_tree(rng, trie.get(child_tag, {}), attributes, child_tag))
+    if len(element) == 0 or rng.random() < 0.05:
+        element.text = rng.choice(["", "VAT", " VAT", "a", " a  b ", "x\n\ty", "30", "\u00a0c",
+                                   "EUR"])
+    for attribute in attributes:
+        if rng.random() < 0.5:
+            element.set(attribute, rng.choice(["EUR", " S E K ", ""]))
+    return element
+
+
+@pytest.mark.parametrize("reader_name", ["_DOC_READER", "_CUSTOMER_READER", "_PM_READER",
+                                         "_LINE_READER", "_SUBTOTAL_READER"])
+def test_fast_field_reader_equals_xpath_normalize_space(reader_name):
+    reader = getattr(ubl_module, reader_name)
+    trie: dict = {}
+    attributes = set()
+    for field in reader.fields:
+        xpath = field.exact.path[len("normalize-space("):-1]
+        for alternative in xpath.split("|"):
+            level = trie
+            for step in re.split(r"/(?![^\[]*\])", alternative):
+                if step.startswith("@"):
+                    attributes.add(step[1:])
+                    continue
+                names = re.findall(r"c(?:ac|bc):\w+", step)  # the step, then its predicate's path
+                tags = [f"{{{ubl_module.NS[n.split(':')[0]]}}}{n.split(':')[1]}" for n in names]
+                level = level.setdefault(tags[0], {})
+                branch = level
+                for tag in tags[1:]:
+                    branch = branch.setdefault(tag, {})
+    rng = random.Random(20260323)
+    checked = found = 0
+    for _ in range(300):
+        root = _random_tree(rng, trie, sorted(attributes))
+        for field in reader.fields:
+            expected = field.exact(root) or None
+            assert field.read(root) == expected, (field.key, etree.tostring(root))
+            checked += 1
+            found += expected is not None
+    assert found > checked // 10  # the random trees do reach the fields
