@@ -3,7 +3,8 @@
 Each parser runs in its own subprocess so that peak RSS (`resource.getrusage`) is its own; only the
 parse is timed (the file is read into memory first). pycoda is installed in benchmarks/.venv-pycoda,
 never in the project venv: it ships a top-level package `coda` that would clash with febelfin-coda
-(bank-statements.md 1.13).
+(bank-statements.md 1.13). Ours reads the information records on a second thread (`coda.PARALLEL`),
+so on a busy machine its figure suffers more than pycoda's: the load average is printed with them.
 
     python benchmarks/bench_coda.py [movements=500000] [repeat=3]
 """
@@ -11,6 +12,7 @@ never in the project venv: it ships a top-level package `coda` that would clash 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import venv
@@ -25,7 +27,9 @@ import json, resource, sys, time
 from creditflow.parsers.coda import CodaParser
 data = open(sys.argv[1], "rb").read()
 best = None
+batch = None
 for _ in range(int(sys.argv[2])):
+    batch = None  # the previous result is not part of this parse's memory
     start = time.perf_counter()
     batch = CodaParser().parse(data, source=sys.argv[1])
     elapsed = time.perf_counter() - start
@@ -40,7 +44,9 @@ import json, resource, sys, time
 from coda.parser import Parser
 data = open(sys.argv[1], "rb").read()
 best = None
+statements = None
 for _ in range(int(sys.argv[2])):
+    statements = None  # the previous result is not part of this parse's memory
     start = time.perf_counter()
     statements = Parser().parse(data)
     elapsed = time.perf_counter() - start
@@ -80,8 +86,10 @@ def main() -> None:
     size_mb = path.stat().st_size / 1e6
     print(f"file: {path} ({size_mb:.1f} MB, {records:,} records)")
 
+    load_before = os.getloadavg()
     ours = run(sys.executable, OURS, path, repeat)
     theirs = run(str(pycoda_python()), PYCODA, path, repeat)
+    load_after = os.getloadavg()
     for label, r in (("creditflow (numpy/polars)", ours), ("pycoda 1.1 (pure Python)", theirs)):
         print(
             f"{label:28s} {r['seconds']:7.2f} s  {records / r['seconds']:>12,.0f} records/s  "
@@ -90,8 +98,11 @@ def main() -> None:
         )
     if ours["movements"] != theirs["movements"]:
         print(f"WARNING: movement counts differ ({ours['movements']} vs {theirs['movements']})")
-    print(f"speed-up: {theirs['seconds'] / ours['seconds']:.1f}x (best of {repeat}); warnings from ours: "
-          f"{ours['warnings']}")
+    print(f"speed-up: {theirs['seconds'] / ours['seconds']:.1f}x in records/s (best of {repeat}); peak RSS "
+          f"{ours['rss_mb'] / theirs['rss_mb']:.2f}x pycoda's; warnings from ours: {ours['warnings']}")
+    print(f"load average (1/5/15 min) before: {'/'.join(f'{x:.2f}' for x in load_before)}, after: "
+          f"{'/'.join(f'{x:.2f}' for x in load_after)} on {os.cpu_count()} cores (figures are only comparable "
+          f"when both stay well under the core count)")
 
 
 if __name__ == "__main__":

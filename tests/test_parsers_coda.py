@@ -515,3 +515,188 @@ def test_garbled_records_of_a_built_file_never_crash(rnd: random.Random):
         assert not exc.message.startswith("could not read"), exc.message
         return
     assert batch.movements.schema == pl.Schema(MOVEMENT_SCHEMA)
+
+
+# ---------------------------------------------------------------- the fast paths change nothing
+
+import hashlib  # noqa: E402
+import importlib.util  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+from polars.testing import assert_frame_equal  # noqa: E402
+
+from creditflow.parsers import coda as coda_module  # noqa: E402
+from creditflow.parsers import coda_grid  # noqa: E402
+
+
+def _gen_coda():
+    """The benchmark's generator (benchmarks/ is not a package): a realistic 20 k-movement file."""
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "gen_coda.py"
+    spec = importlib.util.spec_from_file_location("gen_coda_for_tests", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _messy(text: str) -> str:
+    """The generated file made irregular: blank line, short/long/unknown records, CRLF, no final newline."""
+    lines = text.split("\n")[:-1]
+    lines.insert(50, "")
+    lines[80] = lines[80][:127]
+    lines[120] = lines[120] + "XX"
+    lines.insert(200, "77" + " " * 126)
+    lines[300] = lines[300][:60] + "\u00e9" + lines[300][61:]
+    return "\r\n".join(lines)
+
+
+@pytest.fixture(scope="module")
+def generated_files() -> dict[str, bytes]:
+    text, movements, statements = _gen_coda().generate(20_000, seed=11)
+    assert (movements, statements) == (20_000, 3)
+    messy = _messy(text)
+    return {
+        "lf": text.encode("cp1252"),
+        "crlf": text.replace("\n", "\r\n").encode("cp1252"),
+        "utf8": text.encode("utf-8"),
+        "messy": messy.encode("cp1252"),
+        "messy-utf8": messy.encode("utf-8"),
+    }
+
+
+def _digest(batch: StatementBatch) -> str:
+    """Every value of every frame (with the schemas) and every warning, as Python reprs, hashed."""
+    h = hashlib.sha256()
+    for name in ("statements", "movements", "information"):
+        frame = getattr(batch, name)
+        h.update(repr((name, list(frame.schema.items()))).encode())
+        for row in frame.iter_rows():
+            h.update(repr(row).encode())
+    for w in batch.warnings:
+        h.update(repr((w.location, w.code, w.message)).encode())
+    return h.hexdigest()
+
+
+# Digests of the parser's output on these files, taken with the parser as it was *before* the speed
+# work (numpy matrix copy, offset-built text columns, one thread). A change here is a change of output.
+SNAPSHOT = {
+    "lf": "e93079b9a1de495af4708db53d9c2adcfb11b97762e582c915cdfb58f8972809",
+    "crlf": "e93079b9a1de495af4708db53d9c2adcfb11b97762e582c915cdfb58f8972809",
+    "utf8": "e93079b9a1de495af4708db53d9c2adcfb11b97762e582c915cdfb58f8972809",
+    "messy": "23eb4db4dd524e855187c14fc3498b0199e0777705c1d5bbb7372ff8fda2682b",
+    "messy-utf8": "23eb4db4dd524e855187c14fc3498b0199e0777705c1d5bbb7372ff8fda2682b",
+}
+
+
+def _reference_text(block, decode, utf8_len, *, strip=True, valid=None):
+    series = coda_grid.text_offsets(block, decode, utf8_len, strip=strip)
+    return series if valid is None else pl.select(pl.when(pl.Series(valid)).then(series)).to_series().alias("")
+
+
+@pytest.mark.parametrize("variant", sorted(SNAPSHOT))
+def test_fast_paths_give_the_same_frames_as_the_reference_path_and_the_snapshot(variant, generated_files,
+                                                                               monkeypatch):
+    data = generated_files[variant]
+    fast = CodaParser().parse(data, source="gen.cod")
+    assert fast.movements.height == 20_000
+    assert _digest(fast) == SNAPSHOT[variant]
+
+    with monkeypatch.context() as m:  # the slow path: line index + copied matrix, offset text, one thread
+        m.setattr(coda_module, "PARALLEL", False)
+        m.setattr(coda_grid, "regular_records", lambda data: None)
+        m.setattr(coda_grid, "text", _reference_text)
+        slow = CodaParser().parse(data, source="gen.cod")
+    for name in ("statements", "movements", "information"):
+        assert_frame_equal(getattr(fast, name), getattr(slow, name), check_exact=True)
+    assert fast.warnings == slow.warnings
+
+
+def test_regular_file_layouts_take_the_zero_copy_path_and_irregular_ones_do_not():
+    records = statement(SIMPLE)
+    for newline in ("\n", "\r\n"):
+        view = coda_grid.regular_records(coda(records, newline=newline))
+        assert view is not None and view[1] == len(records)
+        assert bytes(view[0][0]).decode() == records[0]
+    lf = coda(records)
+    assert coda_grid.regular_records(coda(records, final=False)) is None
+    assert coda_grid.regular_records(lf.replace(b"\n", b"\r\n", 1)) is None  # mixed line endings
+    split = lf[:200] + b"\n" + lf[201:]  # a newline inside a record: two short lines, not one record
+    assert coda_grid.regular_records(split) is None
+    assert coda_grid.regular_records(lf + b" " * 128 + b"\n") is None  # a blank line
+    assert coda_grid.regular_records(lf[:128] + b"\r" + lf[129:]) is None  # "...\r\n" is 127 characters
+
+
+@settings(max_examples=80, deadline=3000)
+@given(
+    st.integers(1, 30),
+    st.sampled_from([1, 3, 4, 11, 12, 13, 20, 35, 149]),
+    st.binary(min_size=1, max_size=4000),
+    st.booleans(),
+    st.booleans(),
+    st.sampled_from(["cp1252", "ascii"]),
+)
+def test_text_columns_equal_the_plain_offset_construction(rows, width, seed, strip, masked, encoding):
+    rng = np.random.default_rng(list(seed))
+    alphabet = b"   aZ9\\~" + (b"\t" if width % 2 else b"")  # a tab: not stripped, unlike a blank
+    if encoding == "cp1252":
+        alphabet += b"\xe9\xa0\x80\x81\x9f"  # accents, no-break space, euro, undefined
+    block = rng.choice(np.frombuffer(alphabet, dtype=np.uint8), (rows, width))
+    block[rng.random(rows) < 0.3] = 0x20  # blank rows become null when stripped
+    decode = coda_grid._cp1252 if encoding == "cp1252" else coda_grid._ascii
+    utf8_len = coda_grid.utf8_lengths(decode)
+    valid = rng.random(rows) < 0.7 if masked else None
+    got = coda_grid.text(block[:, ::-1] if rows % 2 else block, decode, utf8_len, strip=strip, valid=valid)
+    expected = _reference_text(block[:, ::-1] if rows % 2 else block, decode, utf8_len, strip=strip, valid=valid)
+    assert got.to_list() == expected.to_list()
+    assert got.dtype == pl.String
+
+
+
+def _with_warnings(text: str) -> bytes:
+    """The generated file with faults that warn from every step run on a thread: bad OGM check digits
+    (communications), bad dates and orphan details (movements), duplicate 3.2 records (information);
+    more than the per-code cap of some, so the replayed order and caps are both checked."""
+    lines = text.split("\n")[:-1]
+    out = []
+    for i, line in enumerate(lines):
+        if line.startswith("21") and line[61:65] == "1101" and i % 3 == 0:
+            line = line[:76] + str((int(line[76]) + 1) % 10) + line[77:]
+        elif line.startswith("21") and i % 41 == 0:
+            line = line[:47] + "993199" + line[53:]
+        elif line.startswith("21") and line[6:10] != "0000" and i % 5 == 0:
+            line = line[:2] + "9999" + line[6:]
+        out.append(line)
+        if line.startswith("32") and i % 4 == 0:
+            out.append(line)
+    return ("\n".join(out) + "\n").encode("cp1252")
+
+
+def test_warnings_from_threaded_steps_keep_the_sequential_order_and_caps(generated_files, monkeypatch):
+    data = _with_warnings(_gen_coda().generate(20_000, seed=11)[0])
+    fast = CodaParser().parse(data, source="gen.cod")
+    monkeypatch.setattr(coda_module, "PARALLEL", False)
+    slow = CodaParser().parse(data, source="gen.cod")
+    assert {"bad_check_digits", "bad_date", "detail_without_booking", "duplicate_record",
+            "too_many_warnings"} <= codes(fast)
+    assert fast.warnings == slow.warnings
+    for name in ("statements", "movements", "information"):
+        assert_frame_equal(getattr(fast, name), getattr(slow, name), check_exact=True)
+
+
+@settings(max_examples=60, deadline=3000)
+@given(st.lists(st.text(alphabet=" 0aZbE9\u00e9\u00df-", max_size=34), min_size=1, max_size=30),
+       st.lists(st.sampled_from(["BE71096123456769", "be71 0961 2345 6769", "0000000", " 000", "NL91ABNA0417164300",
+                                 "  BE71096123456769", "BE7", "DE89 3704 0044 0532 0130 00x", "123456789012"]),
+                max_size=6))
+def test_counterparty_accounts_follow_the_string_rule_on_every_row(texts, accounts):
+    from creditflow.parsers.coda import _Run, account_rule
+
+    values = [t.ljust(37)[:37] for t in texts + accounts]
+    zone = np.frombuffer("".join(values).encode("cp1252"), dtype=np.uint8).reshape(len(values), 37)
+    run = _Run(b"", "t.cod")
+    run.decode, run.utf8_len = coda_grid._cp1252, coda_grid.utf8_lengths(coda_grid._cp1252)
+    _, bban_ok = coda_grid.digits(zone[:, :12])
+    block = zone[:, :34].copy()
+    block[bban_ok & (zone[:, 12] == 0x20), 12:] = 0x20
+    expected = account_rule(coda_grid.text_offsets(block, run.decode, run.utf8_len))
+    assert run._counterparty_account(zone).to_list() == expected.to_list()
