@@ -1,9 +1,10 @@
-"""Every real CODA sample in /work/shared/samples/coda, read in place (never copied), with what each
+"""Every real CODA sample in the shared samples folder (../shared/samples/coda beside the checkout), read in place (never copied), with what each
 must give: statement and booking/detail counts, totals, structured references, and the warnings the
 known-bad files must raise. Plus a fuzz test: mutated sample bytes give a batch or a ParseError."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import polars as pl
@@ -15,7 +16,8 @@ from creditflow.parsers.coda import CodaParser
 from creditflow.parsers.errors import FileRejected, ParseError
 from creditflow.parsers.statements import StatementBatch
 
-SAMPLES = Path("/work/shared/samples/coda")
+SAMPLES = Path(os.environ.get("CREDITFLOW_SHARED_SAMPLES",
+                        Path(__file__).resolve().parents[2] / "shared" / "samples")) / "coda"  # read in place, never copied
 pytestmark = pytest.mark.skipif(not SAMPLES.is_dir(), reason="shared CODA samples not available")
 PARSER = CodaParser()
 TRAILER = {"trailer_count", "trailer_debit", "trailer_credit"}

@@ -4,6 +4,7 @@ one clear reason, spreadsheet row numbers, the demo sample, and robustness again
 from __future__ import annotations
 
 import random
+import os
 from pathlib import Path
 
 import polars as pl
@@ -27,7 +28,8 @@ from creditflow.parsers.schema import INVOICE_SCHEMA
 ROOT = Path(__file__).resolve().parent.parent
 PROFILE = ROOT / "sample_files/creditors/demo-utility.yaml"
 SAMPLE = ROOT / "sample_files/demo-utility/billing-2026-11.csv"
-SHARED_SAMPLES = Path("/work/shared/samples")
+SHARED_SAMPLES = Path(os.environ.get("CREDITFLOW_SHARED_SAMPLES",
+                        Path(__file__).resolve().parents[2] / "shared" / "samples"))  # read in place, never copied
 
 DUTCH = {"Factuurnummer": "invoice_number", "Factuurdatum": "issue_date",
          "Vervaldatum": "due_date", "Bedrag": "amount", "Naam": "debtor_name",

@@ -8,6 +8,7 @@ import json
 import shutil
 import sys
 from datetime import date
+import os
 from pathlib import Path
 
 import openpyxl
@@ -27,7 +28,8 @@ from creditflow.reconciliation import cli as rcli
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "sample_files" / "demo-utility" / "billing-2026-11.csv"
 CREDITOR = "demo-utility"
-SHARED = Path("/work/shared/samples")
+SHARED = Path(os.environ.get("CREDITFLOW_SHARED_SAMPLES",
+                        Path(__file__).resolve().parents[2] / "shared" / "samples"))  # read in place, never copied
 
 sys.path.insert(0, str(Path(__file__).parent))
 from statement_builders import ACCOUNT, camt_file, coda_file, credit  # noqa: E402
