@@ -17,9 +17,12 @@ import argparse
 import io
 import subprocess
 import sys
+from pathlib import Path
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the fake providers live there
 
 SENDGRID_KEY = "SG.bench-key"
 SMS_TOKEN = "00000000-0000-0000-0000-000000000000"
@@ -31,8 +34,8 @@ SMS_TOKEN = "00000000-0000-0000-0000-000000000000"
 
 
 def serve() -> None:
-    from creditflow.tests.fakes.sendgrid import FakeSendGrid
-    from creditflow.tests.fakes.sms_gateway import FakeCmGateway
+    from fakes.sendgrid import FakeSendGrid
+    from fakes.sms_gateway import FakeCmGateway
 
     sendgrid, gateway = FakeSendGrid(api_key=SENDGRID_KEY), FakeCmGateway(product_token=SMS_TOKEN)
     for fake in (sendgrid, gateway):

@@ -14,12 +14,18 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+
+# Test helpers (tests/servers.py, tests/fakes/, tests/statement_builders.py) are plain modules next to
+# the tests; pytest's importlib mode does not put this folder on sys.path, so it is done once here.
+sys.path.insert(0, os.path.dirname(__file__))
+
 
 # --------------------------------------------------------------------------------------------------
 # PostgreSQL throwaway cluster

@@ -19,8 +19,8 @@ from creditflow.channels.bancontact import (
 from creditflow.channels.base import PermanentSendError, TransientSendError
 from creditflow.config.settings import Settings
 from creditflow.renderers.messages import Message
-from creditflow.tests.fakes.bancontact import PROFILE_ID, FakeBancontact, b64url, check_create
-from creditflow.tests.fakes.http_server import Reply
+from fakes.bancontact import PROFILE_ID, FakeBancontact, b64url, check_create
+from fakes.http_server import Reply
 
 API_KEY = "bc-test-key-0123456789"
 CALLBACK = "https://creditflow.example/callbacks/bancontact"

@@ -20,8 +20,8 @@ from creditflow.channels.base import PermanentSendError, TransientSendError
 from creditflow.channels.sendgrid_email import SendGridEmail, SendGridSettings
 from creditflow.config.settings import Settings
 from creditflow.renderers.messages import Attachment, Message
-from creditflow.tests.fakes.http_server import Reply
-from creditflow.tests.fakes.sendgrid import (
+from fakes.http_server import Reply
+from fakes.sendgrid import (
     FakeSendGrid,
     rate_limited,
     server_error,

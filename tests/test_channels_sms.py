@@ -18,8 +18,8 @@ from creditflow.channels.base import PermanentSendError, TransientSendError
 from creditflow.channels.sms_gateway import SmsGateway, SmsSettings, gateway_reference
 from creditflow.config.settings import Settings
 from creditflow.renderers.messages import Message
-from creditflow.tests.fakes.http_server import Reply
-from creditflow.tests.fakes.sms_gateway import FakeCmGateway, cm_error
+from fakes.http_server import Reply
+from fakes.sms_gateway import FakeCmGateway, cm_error
 
 TOKEN = "6b0a3f5e-1c2d-4e5f-8a9b-0c1d2e3f4a5b"
 KEY = "demo-utility/INV-2026-001/reminder-1/sms"

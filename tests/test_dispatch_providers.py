@@ -10,7 +10,6 @@ import io
 import json
 import os
 import socket
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -41,11 +40,10 @@ from creditflow.ledger.models import Delivery, Event, Invoice
 from creditflow.pipeline import dispatch, feedback, render
 from creditflow.pipeline.runtime import open_runtime
 from creditflow.stores.local import LocalStore
-from creditflow.tests.fakes.bancontact import FakeBancontact
-from creditflow.tests.fakes.sendgrid import FakeSendGrid, rate_limited, server_error
-from creditflow.tests.fakes.sms_gateway import FakeCmGateway
+from fakes.bancontact import FakeBancontact
+from fakes.sendgrid import FakeSendGrid, rate_limited, server_error
+from fakes.sms_gateway import FakeCmGateway
 
-sys.path.insert(0, str(Path(__file__).parent))
 from servers import sshd_missing_reason, sshd_server  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]

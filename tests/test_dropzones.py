@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import sys
 import threading
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -28,7 +27,6 @@ from creditflow.pipeline.statements_intake import (
 )
 from creditflow.stores.base import ARCHIVE, ERRORS, INBOX
 
-sys.path.insert(0, str(Path(__file__).parent))
 from servers import moto_s3_server, sshd_missing_reason, sshd_server  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]

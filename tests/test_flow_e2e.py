@@ -95,7 +95,6 @@ def test_statement_dropped_in_inbox_is_reconciled_by_the_nightly_flow(prefect_ha
     from creditflow.flows.reconcile import nightly_reconciliation
     from creditflow.ledger.models import Invoice, SourceFile
 
-    sys.path.insert(0, str(Path(__file__).parent))
     from statement_builders import coda_file, credit
 
     inbox = env / "dropzone" / "demo-utility" / "inbox"

@@ -31,7 +31,6 @@ CREDITOR = "demo-utility"
 SHARED = Path(os.environ.get("CREDITFLOW_SHARED_SAMPLES",
                         Path(__file__).resolve().parents[2] / "shared" / "samples"))  # read in place, never copied
 
-sys.path.insert(0, str(Path(__file__).parent))
 from statement_builders import ACCOUNT, camt_file, coda_file, credit  # noqa: E402
 
 

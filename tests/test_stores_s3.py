@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import socket
-import sys
 import threading
 import uuid
 from collections.abc import Iterator
@@ -21,7 +20,6 @@ from creditflow.stores.factory import (
 )
 from creditflow.stores.s3 import S3Store
 
-sys.path.insert(0, str(Path(__file__).parent))
 from servers import MotoS3Server, moto_s3_server  # noqa: E402
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -39,7 +38,6 @@ from creditflow.stores.factory import (
 )
 from creditflow.stores.sftp import AuthenticationFailed, HostKeyRejected, SftpStore
 
-sys.path.insert(0, str(Path(__file__).parent))
 from servers import SshdServer, sshd_missing_reason, sshd_server  # noqa: E402
 
 

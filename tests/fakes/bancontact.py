@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
-from creditflow.tests.fakes.http_server import FakeProvider, Recorded, Reply, bearer, json_body
+from fakes.http_server import FakeProvider, Recorded, Reply, bearer, json_body
 
 _SEPA = re.compile(r"^[A-Za-z0-9/\-?:().,'+ ]{1,35}$")
 KNOWN_KEYS = {"amount", "currency", "reference", "description", "callbackUrl",

@@ -22,7 +22,7 @@ import json
 import re
 from typing import Any
 
-from creditflow.tests.fakes.http_server import FakeProvider, Recorded, Reply, bearer, json_body
+from fakes.http_server import FakeProvider, Recorded, Reply, bearer, json_body
 
 HELP = "http://sendgrid.com/docs/API_Reference/Web_API_v3/Mail/errors.html"
 _EMAIL = re.compile(r"^[^@\s\"<>,;]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9-]+)+$")

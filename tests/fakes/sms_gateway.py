@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from creditflow.tests.fakes.http_server import FakeProvider, Recorded, Reply, json_body
+from fakes.http_server import FakeProvider, Recorded, Reply, json_body
 
 _REFERENCE = re.compile(r"^[A-Za-z0-9-]{1,32}$")
 _NUMBER = re.compile(r"^00[1-9][0-9]{6,14}$")
