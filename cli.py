@@ -146,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     parse.add_argument("--creditor", help="read CSV files with this creditor's column mapping")
     parse.add_argument("--json", action="store_true", help="print JSON for scripts")
     parse.set_defaults(func=cmd_parse)
-    from creditflow.reconciliation.cli import add_cli as add_reconcile
+    from creditflow.pipeline.reconcile_cli import add_cli as add_reconcile
 
     add_reconcile(sub)
     from creditflow.flows.serve import add_cli as add_serve

@@ -50,7 +50,7 @@ def book_task(night: reconcile.NightMatch) -> reconcile.BookOutcome:
 
 @task(name="report-creditor", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=30)
 def report_task(creditor_id: str, imported: reconcile.ImportReport):
-    from creditflow.reconciliation.reports import deliver_report
+    from creditflow.pipeline.finance_reports import deliver_report
 
     return deliver_report(runtime(), creditor_id, imported, as_of=reconcile.business_date())
 

@@ -1,8 +1,8 @@
 """The error report a creditor gets back: one CSV line per problem, in the creditor's own dialect.
 
 Creditors open these in a spreadsheet, so the file is UTF-8 with a BOM (Excel then shows accents
-right), uses the creditor's delimiter (Belgian Excel expects `;`), and any cell that a spreadsheet
-would read as a formula (`=`, `+`, `-`, `@`, tab, CR) is prefixed with `'`.
+right), uses the creditor's delimiter (Belgian Excel expects `;`), and no cell can become a formula
+(`creditflow.renderers.spreadsheet`).
 """
 
 from __future__ import annotations
@@ -13,13 +13,7 @@ from collections.abc import Iterable
 
 from creditflow.parsers.errors import RowError
 from creditflow.parsers.schema import ROW_ERROR_COLUMNS
-
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-
-
-def spreadsheet_safe(value: object) -> str:
-    text = "" if value is None else str(value)
-    return "'" + text if text.startswith(_FORMULA_START) else text
+from creditflow.renderers.spreadsheet import spreadsheet_safe
 
 
 def error_report_csv(errors: Iterable[RowError], *, delimiter: str = ";") -> bytes:

@@ -9,7 +9,7 @@ Steps, each safe to repeat:
    creditor's invoice-number pattern; reversals find the credit they take back;
 4. book allocations (ON CONFLICT DO NOTHING), undo what reversals returned, recompute the states of
    the touched invoices from all their allocations;
-5. build and deliver the reports per creditor (pipeline side: reconciliation/reports.py).
+5. build and deliver the reports per creditor (pipeline/finance_reports.py, built by reconciliation/reports.py).
 
 Re-running the night on the same statements imports nothing, books nothing and delivers a report
 with the same idempotency key (not sent again).
@@ -328,7 +328,7 @@ def book_night(rt: Runtime, night: NightMatch) -> BookOutcome:
 class NightSummary:
     imported: ImportReport
     booked: BookOutcome
-    reports: list = field(default_factory=list)  # reconciliation.reports.DeliveredReport
+    reports: list = field(default_factory=list)  # pipeline.finance_reports.DeliveredReport
     stage_counts: dict[str, int] = field(default_factory=dict)
 
     def markdown(self) -> str:
@@ -368,7 +368,7 @@ def business_date(now: datetime | None = None) -> date:
 def run_reconciliation(rt: Runtime, statements: list[tuple[str, bytes]], *, as_of: date | None = None,
                        deliver: bool = True) -> NightSummary:
     """The night, start to end: parse, import, match, book, report per creditor."""
-    from creditflow.reconciliation.reports import deliver_report
+    from creditflow.pipeline.finance_reports import deliver_report
 
     parsed = [parse_statement_file(name, data) for name, data in statements]
     imported = import_statements(rt, parsed)

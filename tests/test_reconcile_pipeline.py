@@ -23,7 +23,7 @@ from creditflow.parsers.statements import MOVEMENT_SCHEMA
 from creditflow.pipeline import intake
 from creditflow.pipeline import reconcile
 from creditflow.pipeline.runtime import open_runtime
-from creditflow.reconciliation import cli as rcli
+from creditflow.pipeline import reconcile_cli as rcli
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "sample_files" / "demo-utility" / "billing-2026-11.csv"
