@@ -176,7 +176,8 @@ def movements_frame(session: Session, *, keys: Iterable[str] | None = None,
     reports. Filter by movement keys and/or match statuses; `unmatched_yet`: only movements no run
     has concluded on (imported, then the night stopped before booking)."""
     extra = {"creditor_id": pl.String, "match_status": pl.String, "match_stage": pl.Int64,
-             "match_confidence": pl.Float64, "match_reason": pl.String}
+             "match_confidence": pl.Float64, "match_reason": pl.String,
+             "suggested_invoice_ids": pl.List(pl.Int64)}
     schema = {**STORED_MOVEMENT_SCHEMA, **extra}
     query = select(*(getattr(BankMovement, c) for c in schema))
     conditions = []

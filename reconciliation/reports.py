@@ -218,6 +218,9 @@ def _figures(credits: pl.DataFrame, invoices: pl.DataFrame, sent: pl.DataFrame, 
     open_now = invoices.filter(pl.col("state").is_in(["open", "partially_paid"]))["open_cents"].sum()
     due = invoices.filter(pl.col("due_date") <= as_of)
     due_total = due["amount_cents"].sum()
+    # Only the report's invoices count as sent: the sendings of credit notes and cancelled invoices
+    # (which gather() reads along) can never be paid and would dilute the share.
+    sent = sent.filter(pl.col("invoice_id").is_in(invoices["invoice_id"].implode()))
     paid = invoices.join(sent, on="invoice_id").filter(pl.col("paid_at").is_not_null())
     delay = (pl.col("paid_at").dt.convert_time_zone("Europe/Brussels").dt.date()
              - pl.col("sent_at").dt.convert_time_zone("Europe/Brussels").dt.date()).dt.total_days()
@@ -235,7 +238,9 @@ def _figures(credits: pl.DataFrame, invoices: pl.DataFrame, sent: pl.DataFrame, 
         "paid_within_24h": Decimal(int((delays <= 1).sum())) / n_sent if n_sent else None,
         "paid_within_10d": Decimal(int((delays <= 10).sum())) / n_sent if n_sent else None,
         "auto_rate": Decimal(matched.height) / total if total else None,
-        "stage_rates": {STAGE_NAMES[int(s)]: Decimal(n) / total for s, n in stage_counts.items() if s},
+        # A stage that matched nothing has a rate of 0, not an unknown one (blank only without credits).
+        "stage_rates": {name: Decimal(stage_counts.get(s, 0)) / total for s, name in STAGE_NAMES.items()}
+        if total else {},
     }
 
 
@@ -333,6 +338,13 @@ def to_pdf(report: Report, legal_name: str) -> bytes:
     page.setFont("Helvetica-Bold", 11)
     page.drawString(20 * mm, y - 6 * mm, L["aging"])
     renderPDF.draw(drawing, page, 20 * mm, y - 80 * mm)
+    y -= 86 * mm
+    page.setFont("Helvetica", 10)
+    for label, count, amount in report.sections["aging"][1]:  # the exact figures behind the bars
+        page.drawString(20 * mm, y, str(label))
+        page.drawRightString(width - 60 * mm, y, str(count))
+        page.drawRightString(width - 20 * mm, y, amount)
+        y -= 5.5 * mm
     page.showPage()
     page.save()
     return buffer.getvalue()

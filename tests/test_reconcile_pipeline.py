@@ -125,6 +125,10 @@ def test_night_books_what_is_certain_and_leaves_the_rest_with_a_suggestion(rt):
                             if r[:2] == "21" and r[31] == "0") // 10
     assert fig["credits_cents"] == statement_credits == fig["matched_cents"] + fig["unmatched_cents"]
     assert fig["matched_count"] == 5
+    unmatched_csv = next(Path(p) for p in report.paths if p.endswith("-unmatched.csv"))
+    lines = list(csv.DictReader(io.StringIO(unmatched_csv.read_bytes().decode("utf-8-sig")), delimiter=";"))
+    suggested = [row["Beste voorstel"] for row in lines if row["Beste voorstel"]]
+    assert any(x["e"].invoice_number in text or x["f"].invoice_number in text for text in suggested), suggested
 
 
 def test_rerun_changes_nothing_and_reports_skips(rt):
@@ -200,7 +204,7 @@ def test_reports_written_in_language_and_formulas_escaped(rt):
     feed = (folder / "payment-feed-2026-11-21.csv").read_bytes().decode("utf-8-sig")
     feed_rows = list(csv.DictReader(io.StringIO(feed), delimiter=";"))
     assert feed_rows == [{"invoice_number": inv[0].invoice_number,
-                          "amount_paid": f"{inv[0].amount_cents / 100:.2f}",
+                          "amount_paid": f"{inv[0].amount_cents // 100}.{inv[0].amount_cents % 100:02d}",
                           "paid_date": "2026-11-20", "state": "paid"}]
 
 
