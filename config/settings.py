@@ -12,11 +12,19 @@ from functools import lru_cache
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import re
+
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from creditflow.config.stores import StoreConfig
+
 BRUSSELS = ZoneInfo("Europe/Brussels")
 """Business dates (issue, due, paid) are Brussels dates; timestamps are stored in UTC."""
+
+DEFAULT_BANK_AREA = "_bank"
+# A leading underscore: creditor ids match ^[a-z0-9][a-z0-9-]{1,62}$, so an area name never equals one.
+_BANK_AREA_NAME = re.compile(r"^_[a-z0-9][a-z0-9-]{1,61}$")
 
 
 class Settings(BaseSettings):
@@ -47,6 +55,13 @@ class Settings(BaseSettings):
         "https://pay.creditflow.example/p/", description="Where payment links point."
     )
     link_valid_days: int = Field(90, ge=1, description="Payment links expire this long after the due date.")
+    bank_areas: dict[str, StoreConfig] | None = Field(
+        None,
+        description="Our own drop zones for bank statement files (CODA, CAMT.053), by area name "
+        "(starting with '_'), as JSON in CREDITFLOW_BANK_AREAS, e.g. "
+        '\'{"_bank": {"kind": "sftp", "host": ..., "root": "bank"}}\'. '
+        "Default: one local area `_bank` in the drop-zone folder; `{}` turns bank areas off.",
+    )
     render_workers: int = Field(
         0, ge=0, description="Processes for PDF rendering; 0 = one per core for large batches."
     )
@@ -59,6 +74,35 @@ class Settings(BaseSettings):
         if value is not None and len(value.get_secret_value().encode()) < 16:
             raise ValueError("must be at least 16 bytes: payment links are signed with it")
         return value
+
+    @field_validator("bank_areas")
+    @classmethod
+    def _bank_area_names(cls, value: dict[str, StoreConfig] | None) -> dict[str, StoreConfig] | None:
+        for name, store in (value or {}).items():
+            if not _BANK_AREA_NAME.match(name):
+                raise ValueError(f"bank area name {name!r} must match {_BANK_AREA_NAME.pattern} "
+                                 "(the leading '_' keeps it apart from creditor ids)")
+            where = store.prefix if store.kind == "s3" else store.root
+            if where is not None and "{creditor_id}" in where:
+                raise ValueError(f"bank area {name}: a bank area serves every creditor; "
+                                 "its root/prefix cannot contain {creditor_id}")
+        return value
+
+    @property
+    def resolved_bank_areas(self) -> dict[str, StoreConfig]:
+        """Area name -> store; an area without root/prefix lives at <dropzone>/<name> (local),
+        <name> in the SFTP login folder, or prefix <name> in the bucket."""
+        areas = {DEFAULT_BANK_AREA: StoreConfig()} if self.bank_areas is None else self.bank_areas
+        resolved = {}
+        for name, store in areas.items():
+            if store.kind == "s3":
+                resolved[name] = store if store.prefix is not None else store.model_copy(update={"prefix": name})
+            elif store.root is None:
+                root = str(self.resolved_dropzone_dir / name) if store.kind == "local" else name
+                resolved[name] = store.model_copy(update={"root": root})
+            else:
+                resolved[name] = store
+        return resolved
 
     @property
     def resolved_database_url(self) -> str:

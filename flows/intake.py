@@ -32,6 +32,11 @@ def reset_runtime() -> None:
     _RUNTIME = None
 
 
+def _area_tag(area: str) -> str:
+    """Creditor areas are tagged by creditor; our bank areas (names start with "_") by area."""
+    return f"area:{area}" if area.startswith("_") else f"creditor:{area}"
+
+
 @task(name="find-new-files", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
 def find_new_files(settle: bool = False) -> intake.InboxScan:
     return intake.scan_inbox(runtime(), settle=settle)
@@ -84,7 +89,7 @@ def billing_intake(max_chunks: int = 100, settle: bool = False) -> RunSummary:
     for candidate in scan.ready:
         state = ingest_file.with_options(
             task_run_name=f"ingest {candidate.creditor_id}/{candidate.name}",
-            tags=[f"creditor:{candidate.creditor_id}"],
+            tags=[_area_tag(candidate.creditor_id)],
         )(candidate, return_state=True)
         if state.is_completed():
             outcome = state.result()

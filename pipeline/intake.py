@@ -25,7 +25,9 @@ observation is one `inbox.seen` event (recorded when a file is new or changed, n
 so the rule works across processes and restarts without a table of its own.
 
 Bank statements (CODA, CAMT.053) dropped in an inbox are recognised here and handed to
-`pipeline.statements_intake`, which claims them the same way and parks them in statements/.
+`pipeline.statements_intake`, which claims them the same way and parks them in statements/. Our own
+bank areas (Settings.bank_areas) are scanned with the creditors' inboxes; their candidates carry the
+area name ("_bank") as creditor_id, and `ingest_file` hands them to `ingest_bank_file`.
 """
 
 from __future__ import annotations
@@ -107,23 +109,38 @@ def scan_inbox(rt: Runtime, *, settle: bool = True, now: datetime | None = None)
     now = now or datetime.now(UTC)
     scan = InboxScan()
     for creditor_id in sorted(rt.profiles):
-        store = rt.store_for(creditor_id)
-        settle_after = timedelta(seconds=rt.store_config(creditor_id).settle_seconds)
-        for entry in store.list(INBOX):
-            try:
-                name = safe_name(entry.name)
-            except UnsafeName as exc:
-                scan.refused.append(Refused(creditor_id, entry.name, str(exc)))
-                _record_refused(rt, creditor_id, entry.name, str(exc))
-                continue
-            candidate = Candidate(creditor_id, name, entry.size)
-            if is_upload_in_progress(name):
-                scan.waiting.append(candidate)
-            elif not settle or now - entry.modified >= settle_after or _settled(rt, creditor_id, entry):
-                scan.ready.append(candidate)
-            else:
-                scan.waiting.append(candidate)
+        _scan_area(rt, scan, creditor_id, rt.store_for(creditor_id),
+                   rt.store_config(creditor_id).settle_seconds, settle=settle, now=now)
+    # Our own bank areas: their Candidate.creditor_id is the area name ("_bank"), which
+    # `ingest_file` hands to statements_intake.ingest_bank_file (no creditor id starts with "_").
+    for area in rt.bank_area_names():
+        _scan_area(rt, scan, area, rt.bank_store(area), rt.bank_store_config(area).settle_seconds,
+                   settle=settle, now=now)
     return scan
+
+
+def _scan_area(rt: Runtime, scan: InboxScan, area: str, store, settle_seconds: float, *,
+               settle: bool, now: datetime) -> None:
+    settle_after = timedelta(seconds=settle_seconds)
+    for entry in store.list(INBOX):
+        try:
+            name = safe_name(entry.name)
+        except UnsafeName as exc:
+            scan.refused.append(Refused(area, entry.name, str(exc)))
+            _record_refused(rt, area, entry.name, str(exc))
+            continue
+        candidate = Candidate(area, name, entry.size)
+        if is_upload_in_progress(name):
+            scan.waiting.append(candidate)
+        elif not settle or now - entry.modified >= settle_after or _settled(rt, area, entry):
+            scan.ready.append(candidate)
+        else:
+            scan.waiting.append(candidate)
+
+
+def _event_creditor(area: str) -> str | None:
+    """Events of a bank area belong to no creditor (the area name is in the event's key)."""
+    return None if area.startswith("_") else area
 
 
 def pending_files(rt: Runtime, *, settle: bool = False) -> list[Candidate]:
@@ -151,7 +168,7 @@ def _settled(rt: Runtime, creditor_id: str, entry) -> bool:
                 and last.detail.get("modified") == observed["modified"]:
             return True
         events.record_event(session, kind=SEEN_EVENT, entity="inbox", entity_id=key,
-                            creditor_id=creditor_id, name=entry.name, **observed)
+                            creditor_id=_event_creditor(creditor_id), name=entry.name, **observed)
     return False
 
 
@@ -165,7 +182,7 @@ def _record_refused(rt: Runtime, creditor_id: str, name: str, reason: str) -> No
         ).first()
         if known is None:
             events.record_event(session, kind="file.refused", entity="inbox", entity_id=key,
-                                creditor_id=creditor_id, name=repr(name), reason=reason)
+                                creditor_id=_event_creditor(creditor_id), name=repr(name), reason=reason)
     log.warning("%s: refused inbox entry %r: %s", creditor_id, name, reason)
 
 
@@ -174,6 +191,10 @@ def archive_name(file_id: int, name: str) -> str:
 
 
 def ingest_file(rt: Runtime, creditor_id: str, name: str) -> FileOutcome:
+    if creditor_id.startswith("_"):  # one of our bank areas (scan_inbox): statements only
+        from creditflow.pipeline.statements_intake import ingest_bank_file
+
+        return ingest_bank_file(rt, creditor_id, name)
     profile = rt.profiles[creditor_id]
     store = rt.store_for(creditor_id)
     name = safe_name(name)

@@ -46,6 +46,30 @@ class Runtime:
                 self._stores[creditor_id] = store
             return store
 
+    def bank_area_names(self) -> list[str]:
+        return sorted(self.settings.resolved_bank_areas)
+
+    def bank_store_config(self, area: str) -> StoreConfig:
+        return self.settings.resolved_bank_areas[area]
+
+    def bank_store(self, area: str) -> FileStore:
+        """Our own bank area `area` (statements for any creditor's account), built once like a
+        creditor's. Its root/prefix is concrete (Settings.resolved_bank_areas), so the id given to
+        the factory only passes its id check; the name's leading '_' keeps the cache key apart."""
+        with self._stores_lock:
+            store = self._stores.get(area)
+            if store is None:
+                cfg = self.settings.resolved_bank_areas.get(area)
+                if cfg is None or not area.startswith("_"):
+                    raise KeyError(f"no bank area {area!r}")
+                store = store_from_config(cfg, area.removeprefix("_"), settings=self.settings)
+                self._stores[area] = store
+            return store
+
+    def area_store(self, area: str) -> FileStore:
+        """A bank area ("_name") or a creditor's area (its id)."""
+        return self.bank_store(area) if area.startswith("_") else self.store_for(area)
+
     def documents_dir(self, creditor_id: str) -> Path:
         return self.settings.resolved_documents_dir / creditor_id
 
@@ -96,6 +120,9 @@ def open_runtime(settings: Settings | None = None) -> Runtime:
         for profile_id in profiles:
             if rt.store_config(profile_id).kind == "local":
                 rt.store_for(profile_id)  # creates the area's folders; remote stores connect on use
+        for area in rt.bank_area_names():
+            if rt.bank_store_config(area).kind == "local":
+                rt.bank_store(area)
     except BaseException:
         rt.close()
         raise
@@ -103,16 +130,18 @@ def open_runtime(settings: Settings | None = None) -> Runtime:
 
 
 def check_areas_distinct(rt: Runtime) -> None:
-    """Two creditors sharing one inbox would read each other's files: refuse to start.
+    """Two creditors sharing one inbox would read each other's files: refuse to start. A bank
+    area sharing a creditor's inbox would read billing files as bank files: refused the same way.
 
     Compared through `describe`, which names server + path (or bucket + key), without connecting.
     """
     owners: dict[str, str] = {}
-    for creditor_id in sorted(rt.profiles):
-        where = rt.store_for(creditor_id).describe(INBOX, "x")
+    for area in [*sorted(rt.profiles), *rt.bank_area_names()]:
+        where = rt.area_store(area).describe(INBOX, "x")
         if where in owners:
             raise ConfigError(
-                f"creditors {owners[where]} and {creditor_id} have the same drop zone "
-                f"({where.removesuffix('/x')}); put {{creditor_id}} in the store's root or prefix"
+                f"areas {owners[where]} and {area} have the same drop zone "
+                f"({where.removesuffix('/x')}); put {{creditor_id}} in the store's root or prefix, "
+                "and give each bank area a root/prefix of its own"
             )
-        owners[where] = creditor_id
+        owners[where] = area

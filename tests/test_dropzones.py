@@ -258,7 +258,8 @@ def test_traversal_names_are_refused_and_reported_not_crashing_the_run(world):
     keys = s3_keys(world)
     assert all(k in keys for k in evil_keys)  # left where they were, nothing written for them
     assert all(k.startswith("areas/s3-co/") for k in keys)
-    assert sorted(p.name for p in world["settings"].resolved_dropzone_dir.iterdir()) == ["local-co"]
+    # nothing but the local creditor's area and our default bank area was created beside them
+    assert sorted(p.name for p in world["settings"].resolved_dropzone_dir.iterdir()) == ["_bank", "local-co"]
     assert (local_inbox / "..\\..\\s3-co\\evil.csv").exists()  # refused, not moved or deleted
     rt.close()
 
