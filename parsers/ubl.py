@@ -6,9 +6,11 @@ Why it is built this way:
   an XPath child path and read as exactly ``normalize-space(path)`` would read it, but through
   lxml's C-level ``ObjectPath`` (first child with a tag, at each step), falling back to the
   precompiled XPath only when a repeated container means ObjectPath may have missed the first
-  node in document order (see `_Field`). The repeated aggregates (lines, payment means, tax
-  totals, attachments) are picked from the root's children in one C-filtered pass. Validation is
-  one vectorised call over the whole batch. Measured in benchmarks/bench_ubl.py.
+  node in document order (see `_Field`); each group of fields is read by one generated
+  straight-line function (see `_Fields`), as the Python around ~60 calls a document cost as much
+  as the calls. The repeated aggregates (lines, payment means, tax totals, attachments) are
+  picked from the root's children in one C-filtered pass. Validation is one vectorised call over
+  the whole batch. Measured in benchmarks/bench_ubl.py.
 * A folder or ZIP is one batch: ``parse_many`` reads every document, and a bad document becomes
   ``RowError``s naming the document (the ZIP member name) and the XPath of the bad field, while the
   rest of the batch goes on. ``parse`` on one file raises ``FileRejected`` only when the file as a
@@ -151,10 +153,11 @@ _STRING_VALUE = etree.XPath("string()", smart_strings=False)
 class _Field:
     """One field: `path` relative to the context element, read as ``normalize-space(path)``."""
 
-    __slots__ = ("key", "exact", "alternatives", "vat_prefix", "vat_leaf", "read")
+    __slots__ = ("key", "path", "exact", "alternatives", "vat_prefix", "vat_leaf", "read")
 
     def __init__(self, key: str, path: str):
         self.key = key
+        self.path = path
         self.exact = etree.XPath(f"normalize-space({path})", namespaces=NS, smart_strings=False)
         self.alternatives = []  # (ObjectPath to the element, [ObjectPath sibling checks], attribute)
         self.vat_prefix = self.vat_leaf = None
@@ -298,14 +301,70 @@ _COMPANY_ID = _object_path([_COMPANY_ID_TAG])
 
 
 class _Fields:
-    """Several `_Field`s read from one context element into a dict."""
+    """Several `_Field`s read from one context element into a dict, by ONE generated function.
+
+    Why generated: with ~60 fields a document, the Python around each ObjectPath call (a closure
+    call, its frame, the dict comprehension) cost as much as the C work. The function built here
+    does, field after field in straight-line code, exactly what `_Field`'s plain reader does (the
+    other kinds, rare, call their `read`), so the per-field tests of `_Field` cover it; the tests
+    also hold the whole dict equal to the per-field readers.
+    """
 
     def __init__(self, fields: Iterable[tuple[str, str]]):
         self.fields = [_Field(key, path) for key, path in fields]
-        self.readers = [(field.key, field.read) for field in self.fields]
+        self.read = self._compiled()
 
     def __call__(self, element) -> dict:
-        return {key: read(element) for key, read in self.readers}
+        return self.read(element)
+
+    def _compiled(self):
+        names: dict = {"_normalised": _normalised}
+        body = []
+        nodes = {}  # element path -> name of the variable holding its first-child-chain node
+        for index, field in enumerate(self.fields):
+            value = f"v{index}"
+            element_path = field.path.rpartition("/@")[0]
+            if field._is_attribute() and element_path in nodes:
+                # the attribute of an element a plain field above has found: when that element
+                # (the first in document order) carries it, it is the first such attribute
+                node, attribute = nodes[element_path], field.alternatives[0][2]
+                names[f"read{index}"] = field.read
+                body += [
+                    f"    a = {node}.get({attribute!r}) if {node} is not None else None",
+                    f"    {value} = read{index}(e) if a is None else _normalised(a) or None if a "
+                    "else None",
+                ]
+                continue
+            if not field._is_plain():
+                names[f"read{index}"] = field.read
+                body.append(f"    {value} = read{index}(e)")
+                continue
+            [(fast, checks, _)] = field.alternatives
+            names[f"fast{index}"], names[f"exact{index}"] = fast, field.exact
+            node = nodes[field.path] = f"n{index}"
+            tests = []
+            for number, check in enumerate(checks):
+                names[f"check{index}_{number}"] = check
+                tests.append(f"check{index}_{number}(e, None) is not None")
+            body += [
+                f"    {node} = fast{index}(e, None)",
+                f"    if {node} is None:",
+                f"        {value} = exact{index}(e) or None if {' or '.join(tests)} else None"
+                if tests else f"        {value} = None",
+                f"    elif len({node}):",
+                f"        {value} = exact{index}(e) or None",
+                "    else:",
+                f"        {value} = {node}.text",
+                f"        if not {value}:",
+                f"            {value} = None",
+                f"        elif not ({value}.isprintable() and {value}[0] != ' ' != {value}[-1]"
+                f" and '  ' not in {value}):",
+                f"            {value} = _normalised({value}) or None",
+            ]
+        result = ", ".join(f"{field.key!r}: v{index}" for index, field in enumerate(self.fields))
+        source = "def read(e):\n" + "\n".join(body) + f"\n    return {{{result}}}\n"
+        exec(compile(source, f"<_Fields {self.fields[0].key}...>", "exec"), names)
+        return names["read"]
 
 
 _CUSTOMER = "cac:AccountingCustomerParty/cac:Party"
@@ -958,12 +1017,12 @@ class UblDocument:
             kind = _ROOT_COLLECTED[child.tag]
             if kind == _CUSTOMER_PARTY:
                 if customer is None:
-                    customer = child.find(_PARTY_TAG)
+                    customer = next(child.iterchildren(_PARTY_TAG), None)
             else:
                 collected[kind].append(child)
-        values = _DOC_READER(self.root)
+        values = _DOC_READER.read(self.root)
         if customer is not None:
-            values.update(_CUSTOMER_READER(customer))
+            values.update(_CUSTOMER_READER.read(customer))
         get = values.get
 
         self.invoice_number = number = get("invoice_number")
@@ -1104,7 +1163,7 @@ class UblDocument:
         lines = []
         credit = self.document_type != "invoice"
         for index, element in enumerate(elements, start=1):
-            line = _LINE_READER(element)
+            line = _LINE_READER.read(element)
             get = line.get
             quantity = get("quantity")
             if quantity is not None and not _is_decimal(quantity):
@@ -1128,12 +1187,8 @@ class UblDocument:
         for index, total in enumerate(totals, start=1):
             if several and _tax_currency(total) != currency:
                 continue  # the TaxTotal in the VAT accounting currency (BT-111) has no breakdown
-            sub_index = 0
-            for sub in total:
-                if sub.tag != _TAX_SUBTOTAL_TAG:
-                    continue
-                sub_index += 1
-                get = _SUBTOTAL_READER(sub).get
+            for sub_index, sub in enumerate(total.iterchildren(_TAX_SUBTOTAL_TAG), start=1):
+                get = _SUBTOTAL_READER.read(sub).get
                 here = f"cac:TaxTotal[{index}]/cac:TaxSubtotal[{sub_index}]"
                 rows.append((
                     self.number, self.name, number, get("category"), get("percent"),
@@ -1166,7 +1221,7 @@ class UblDocument:
 
 
 def _payment_means(element) -> dict:
-    pm = _PM_READER(element)
+    pm = _PM_READER.read(element)
     account = pm.get("account")
     pm["iban"] = compact_iban(account) if account else None
     return pm

@@ -691,3 +691,34 @@ def test_fast_field_reader_equals_xpath_normalize_space(reader_name):
             checked += 1
             found += expected is not None
     assert found > checked // 10  # the random trees do reach the fields
+
+
+@pytest.mark.parametrize("reader_name", ["_DOC_READER", "_CUSTOMER_READER", "_PM_READER",
+                                         "_LINE_READER", "_SUBTOTAL_READER"])
+def test_generated_group_reader_equals_xpath_normalize_space(reader_name):
+    """The straight-line function `_Fields` generates (shared ObjectPath nodes for an element and
+    its attribute) gives, as one dict, exactly what each field's XPath gives."""
+    reader = getattr(ubl_module, reader_name)
+    trie: dict = {}
+    attributes = set()
+    for field in reader.fields:
+        for alternative in field.path.split("|"):
+            level = trie
+            for step in re.split(r"/(?![^\[]*\])", alternative):
+                if step.startswith("@"):
+                    attributes.add(step[1:])
+                    continue
+                names = re.findall(r"c(?:ac|bc):\w+", step)
+                tags = [f"{{{ubl_module.NS[n.split(':')[0]]}}}{n.split(':')[1]}" for n in names]
+                level = level.setdefault(tags[0], {})
+                branch = level
+                for tag in tags[1:]:
+                    branch = branch.setdefault(tag, {})
+    rng = random.Random(20261123)
+    found = 0
+    for _ in range(300):
+        root = _random_tree(rng, trie, sorted(attributes))
+        expected = {field.key: field.exact(root) or None for field in reader.fields}
+        assert reader(root) == expected, etree.tostring(root)
+        found += sum(value is not None for value in expected.values())
+    assert found > 300 * len(reader.fields) // 10  # the random trees do reach the fields
