@@ -5,6 +5,10 @@
     creditflow invoice NUMBER  an invoice's state, reference, PDF, deliveries and history
     creditflow profiles        check every creditor profile and list them
     creditflow parse FILE...   what a billing or bank-statement file holds (--json for scripts)
+    creditflow reconcile ...   reconcile bank statements, or preview with --dry-run
+    creditflow serve           scheduled deployments: intake, nightly reconciliation, collections
+    creditflow feedback FILE   apply provider delivery events (bounces, delivery reports)
+    creditflow hold INVOICE    stop reminders for an invoice (--release to lift the hold)
 """
 
 from __future__ import annotations
@@ -155,6 +159,9 @@ def build_parser() -> argparse.ArgumentParser:
     from creditflow.pipeline.feedback import add_cli as add_feedback
 
     add_feedback(sub)
+    from creditflow.pipeline.collections import add_cli as add_hold
+
+    add_hold(sub)
     return parser
 
 

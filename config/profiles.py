@@ -138,6 +138,10 @@ class CreditorProfile(_Strict):
         None, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$",
         description="Where the nightly reconciliation reports are e-mailed; none: reports folder only.",
     )
+    reminder_after_days: int = Field(
+        7, ge=1, description="Calendar days (Brussels dates) after the due date before an unpaid "
+        "invoice gets its first, free reminder (docs/collections.md).",
+    )
     store: StoreConfig | None = Field(
         None, description="Where this creditor's drop zone lives; default: a local folder "
         "<dropzone>/<id> (settings.resolved_dropzone_dir).",

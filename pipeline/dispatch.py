@@ -32,6 +32,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from creditflow.channels.base import Channel, PermanentSendError, SendError, SendResult
 from creditflow.ledger import events, outbox
 from creditflow.ledger.models import Delivery, DeliveryState, Invoice
+from creditflow.pipeline import collections
 from creditflow.pipeline.channel_choice import (
     bad_contacts,
     contact_failures_for,
@@ -108,6 +109,7 @@ class DispatchOutcome:
     retry_later: int = 0
     fell_back: int = 0
     awaiting_report: int = 0
+    skipped: int = 0  # reminders no longer due at send time (paid or held since planning)
     no_channel: list[str] = field(default_factory=list)
     by_channel: dict[str, int] = field(default_factory=dict)
 
@@ -223,6 +225,8 @@ def _count(result: DispatchOutcome, done: _Done | None) -> None:
         result.fell_back += 1
     elif done.kind == "no_channel":
         result.no_channel.append(done.invoice)
+    elif done.kind == "skipped":
+        result.skipped += 1
 
 
 def _deliver_one(rt: Runtime, channel: Channel | None, delivery_id: int, now: datetime,
@@ -236,17 +240,29 @@ def _deliver_one(rt: Runtime, channel: Channel | None, delivery_id: int, now: da
             delivery = session.get(Delivery, delivery_id)
             if delivery.state not in _STARTABLE:
                 return None  # another dispatcher finished it meanwhile
+            invoice = session.get(Invoice, delivery.invoice_id)
+            if delivery.purpose in collections.REMINDER_PURPOSES:
+                why_not = collections.still_to_remind(session, invoice)
+                if why_not and delivery.state != DeliveryState.SENDING.value:
+                    outbox.mark_skipped(session, delivery, why_not)
+                    events.record_event(session, kind="delivery.skipped", entity="delivery",
+                                        entity_id=delivery.id, creditor_id=delivery.creditor_id,
+                                        channel=delivery.channel, purpose=delivery.purpose, reason=why_not)
+                    return _Done(delivery.channel, "skipped")
             if channel is None:
                 raise PermanentSendError(f"no adapter is configured for channel {delivery.channel!r}",
                                          code="no-adapter")
-            message = _build_message(rt, session.get(Invoice, delivery.invoice_id), delivery)
+            message = _build_message(rt, invoice, delivery, now=now)
             recovering = delivery.state == DeliveryState.SENDING.value
             outbox.begin_attempt(session, delivery)
             events.record_event(session, kind="delivery.attempt", entity="delivery",
                                 entity_id=delivery.id, creditor_id=delivery.creditor_id,
                                 channel=delivery.channel, provider=channel.name,
                                 attempt=delivery.attempt, key=delivery.idempotency_key,
-                                recovering=recovering)
+                                recovering=recovering,
+                                **({"payment_deadline": message.metadata["payment_deadline"],
+                                    "open_cents": message.amount_cents}
+                                   if "payment_deadline" in message.metadata else {}))
             channel_name = delivery.channel
         # The attempt is committed: only now may the provider be called.
         receipt = channel.send(message)
@@ -279,10 +295,13 @@ def _detail(receipt: SendResult) -> object:
         return receipt.detail
 
 
-def _build_message(rt: Runtime, invoice: Invoice, delivery: Delivery) -> Message:
-    doc = document_for(rt, invoice)
+def _build_message(rt: Runtime, invoice: Invoice, delivery: Delivery,
+                   now: datetime | None = None) -> Message:
     profile = rt.profiles[invoice.creditor_id]
     key = delivery.idempotency_key
+    if delivery.purpose in collections.REMINDER_PURPOSES:
+        return _build_reminder(rt, invoice, delivery, now or datetime.now(UTC))
+    doc = document_for(rt, invoice)
     if delivery.channel == "email":
         return texts.build_email(doc, idempotency_key=key, to_email=invoice.debtor_email,
                                  pdf_bytes=Path(invoice.pdf_path).read_bytes(), sender_email=profile.email_from)
@@ -303,6 +322,22 @@ def _build_message(rt: Runtime, invoice: Invoice, delivery: Delivery) -> Message
         )
     raise PermanentSendError(f"channel {delivery.channel!r} has no message builder yet",
                              code="no-builder")
+
+
+def _build_reminder(rt: Runtime, invoice: Invoice, delivery: Delivery, now: datetime) -> Message:
+    """The reminder as of the day it is sent: open balance now, deadline counted from today."""
+    profile = rt.profiles[invoice.creditor_id]
+    sent_on = collections.business_today(now)
+    deadline = collections.payment_deadline(sent_on, delivery.channel)
+    doc = document_for(rt, invoice, collections.reminder_link(rt, invoice, deadline))
+    facts = texts.ReminderFacts(purpose=delivery.purpose, open_cents=invoice.open_cents,
+                                deadline=deadline, sent_on=sent_on)
+    if delivery.channel not in ("email", "sms", "post"):
+        raise PermanentSendError(f"channel {delivery.channel!r} has no reminder text yet", code="no-builder")
+    pdf = Path(invoice.pdf_path).read_bytes() if delivery.channel == "email" and invoice.pdf_path else None
+    return texts.build_reminder(doc, facts, channel=delivery.channel, idempotency_key=delivery.idempotency_key,
+                                sender_email=profile.email_from, to_email=invoice.debtor_email,
+                                to_phone=invoice.debtor_phone, invoice_pdf=pdf)
 
 
 def _record_failure(rt: Runtime, delivery_id: int, exc: SendError, now: datetime) -> _Done:

@@ -13,7 +13,10 @@ fits is chosen.
 
 from __future__ import annotations
 
+import io
 import unicodedata
+from dataclasses import dataclass
+from datetime import date
 from functools import lru_cache
 from pathlib import Path
 
@@ -187,7 +190,7 @@ def _context(doc: InvoiceDocument) -> dict[str, object]:
 
 
 def _message(doc: InvoiceDocument, **fields: object) -> Message:
-    return Message(
+    values: dict[str, object] = dict(
         creditor_id=doc.creditor_id,
         invoice_number=doc.invoice_number,
         language=doc.language,
@@ -197,8 +200,9 @@ def _message(doc: InvoiceDocument, **fields: object) -> Message:
         currency=doc.currency,
         reference=doc.reference,
         payment_link=doc.payment_link,
-        **fields,
     )
+    values.update(fields)
+    return Message(**values)
 
 
 def _pdf_attachment(doc: InvoiceDocument, pdf_bytes: bytes) -> Attachment:
@@ -213,3 +217,136 @@ def _tidy(text: str) -> str:
         if line or (out and out[-1]):
             out.append(line)
     return "\n".join(out).strip() + "\n"
+
+
+# -- reminders (docs/collections.md) ---------------------------------------------------------------
+
+REMINDER_TEMPLATES = {"reminder-1": "reminder1"}
+"""Delivery purpose -> template prefix under templates/<language>/."""
+SMS_REMINDER_UNITS = 2 * 153
+"""A reminder SMS may take two concatenated segments: the legally required facts (open balance,
+new deadline, that it is free, the reference) do not fit in 160 characters with a payment link."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReminderFacts:
+    """What a reminder says beyond the invoice itself: decided by collections, not by the PDF."""
+
+    purpose: str  # a key of REMINDER_TEMPLATES
+    open_cents: int  # the open balance, after partial payments: never the invoice total
+    deadline: date  # the new payment deadline (>= 14 days, Book XIX)
+    sent_on: date  # the letter's date (Brussels)
+
+
+def enterprise_number(vat: str) -> str:
+    """A Belgian VAT number as the enterprise number people read: BE0403170701 -> 0403.170.701."""
+    compact = "".join(vat.split()).upper()
+    if compact.startswith("BE") and len(compact) == 12 and compact[2:].isdigit():
+        digits = compact[2:]
+        return f"{digits[:4]}.{digits[4:7]}.{digits[7:]}"
+    return compact
+
+
+def render_reminder_text(template: str, doc: InvoiceDocument, facts: ReminderFacts, **extra: object) -> str:
+    prefix = REMINDER_TEMPLATES.get(facts.purpose)
+    if prefix is None:
+        raise ValueError(f"no reminder templates for purpose {facts.purpose!r}")
+    paid = doc.amount_cents - facts.open_cents
+    return render_text(
+        f"{prefix}_{template}", doc,
+        open_amount=format_amount(facts.open_cents, doc.currency, doc.language),
+        paid_amount=format_amount(paid, doc.currency, doc.language),
+        partly_paid=0 < paid < doc.amount_cents,
+        deadline=format_date(facts.deadline, doc.language),
+        letter_date=format_date(facts.sent_on, doc.language),
+        enterprise_number=enterprise_number(doc.creditor_vat),
+        **extra,
+    )
+
+
+def build_reminder(doc: InvoiceDocument, facts: ReminderFacts, *, channel: str, idempotency_key: str,
+                   sender_email: str, to_email: str | None = None, to_phone: str | None = None,
+                   invoice_pdf: bytes | None = None) -> Message:
+    """The reminder for one channel. `amount_cents` of the message is the open balance.
+
+    The invoice PDF goes along with an e-mail only while nothing has been paid: its QR code asks
+    for the full amount, which would be wrong after a partial payment.
+    """
+    fields: dict[str, object] = dict(
+        idempotency_key=idempotency_key, channel=channel, sender_email=sender_email,
+        amount_cents=facts.open_cents,
+        metadata={"purpose": facts.purpose, "payment_deadline": facts.deadline.isoformat()},
+    )
+    subject = " ".join(render_reminder_text("email_subject.txt", doc, facts).split())
+    if channel == "email":
+        attach = invoice_pdf is not None and facts.open_cents == doc.amount_cents
+        return _message(doc, **fields, subject=subject, to_email=to_email,
+                        text=_tidy(render_reminder_text("email_body.txt", doc, facts)),
+                        html=render_reminder_text("email_body.html", doc, facts),
+                        attachments=(_pdf_attachment(doc, invoice_pdf),) if attach else ())
+    if channel == "sms":
+        text = reminder_sms_text(doc, facts)
+        units = gsm7_length(text)
+        fields["metadata"] = {**fields["metadata"], "sms_encoding": "gsm7", "sms_units": str(units),
+                              "sms_segments": str(sms_segments(units))}
+        return _message(doc, **fields, text=text, to_phone=to_phone)
+    if channel == "post":
+        missing = [f for f in ("debtor_street", "debtor_postcode", "debtor_city") if not getattr(doc, f)]
+        if missing:
+            raise DocumentError(doc.invoice_number, missing[0], "required for a postal letter")
+        body = _tidy(render_reminder_text("email_body.txt", doc, facts))
+        letter = Attachment(filename=f"{safe_name(doc.invoice_number)}-{facts.purpose}.pdf",
+                            content_type="application/pdf", data=reminder_letter_pdf(doc, subject, body))
+        address = PostalAddress(name=doc.debtor_name, street=doc.debtor_street, postcode=doc.debtor_postcode,
+                                city=doc.debtor_city, country=doc.debtor_country)
+        return _message(doc, **fields, subject=subject, text=body, to_address=address, attachments=(letter,))
+    raise ValueError(f"no reminder text for channel {channel!r}")
+
+
+def reminder_sms_text(doc: InvoiceDocument, facts: ReminderFacts) -> str:
+    """The longest reminder wording that fits two GSM-7 segments; the shortest if none does."""
+    creditor = to_gsm7(doc.creditor_name)[:SMS_CREDITOR_CHARS].rstrip()
+    text = ""
+    for variant in _SMS_VARIANTS:
+        text = to_gsm7(" ".join(render_reminder_text(variant, doc, facts, creditor=creditor).split()))
+        if gsm7_length(text) <= SMS_REMINDER_UNITS:
+            break
+    return text
+
+
+def reminder_letter_pdf(doc: InvoiceDocument, subject: str, body: str) -> bytes:
+    """A one-page A4 letter for the window envelope: the invoice's sender block and address window
+    (renderers.pdf), then the reminder text. Reproducible bytes, like the invoice PDFs."""
+    from reportlab.lib.pagesizes import A4
+    from reportlab.lib.units import mm
+    from reportlab.lib.utils import simpleSplit
+    from reportlab.pdfgen.canvas import Canvas
+
+    from creditflow.renderers import pdf
+
+    buffer = io.BytesIO()
+    canvas = Canvas(buffer, pagesize=A4, pageCompression=1, invariant=1)
+    canvas.setTitle(pdf._t(subject))
+    canvas.setAuthor(pdf._t(doc.creditor_name))
+    labels = labels_for(doc.language)
+    pdf._creditor_block(canvas, doc, labels)
+    pdf._debtor_window(canvas, doc)
+    y = pdf._top(102 * mm)
+    canvas.setFont(pdf.BOLD, 12)
+    for line in simpleSplit(pdf._t(subject), pdf.BOLD, 12, pdf.RIGHT - pdf.LEFT):
+        canvas.drawString(pdf.LEFT, y, line)
+        y -= 5.5 * mm
+    y -= 3 * mm
+    canvas.setFont(pdf.FONT, 10)
+    bottom = pdf._top(280 * mm)
+    for paragraph in body.splitlines():
+        for line in simpleSplit(pdf._t(paragraph), pdf.FONT, 10, pdf.RIGHT - pdf.LEFT) or [""]:
+            if y < bottom:
+                canvas.showPage()
+                canvas.setFont(pdf.FONT, 10)
+                y = pdf._top(20 * mm)
+            canvas.drawString(pdf.LEFT, y, line)
+            y -= 4.6 * mm
+    canvas.showPage()
+    canvas.save()
+    return buffer.getvalue()

@@ -305,7 +305,8 @@ def test_serve_builds_scheduled_deployments(tmp_path):
     from creditflow.flows import serve
 
     settings = Settings(home=tmp_path, profiles_dir=REPO / "sample_files" / "creditors")
-    deployments = serve.build_deployments(settings, intake_interval=45, reconcile_at="03:15")
+    deployments = serve.build_deployments(settings, intake_interval=45, reconcile_at="03:15",
+                                          collect_at="08:30")
     intake_dep = deployments[0]
     assert (intake_dep.flow_name, intake_dep.name) == ("billing-intake", serve.INTAKE_DEPLOYMENT)
     (schedule,) = intake_dep.schedules
@@ -317,13 +318,29 @@ def test_serve_builds_scheduled_deployments(tmp_path):
     assert (nightly_dep.flow_name, nightly_dep.name) == ("nightly-reconciliation", serve.RECONCILE_DEPLOYMENT)
     (nightly,) = nightly_dep.schedules
     assert (nightly.schedule.cron, nightly.schedule.timezone) == ("15 3 * * *", "Europe/Brussels")
+    collections_dep = deployments[2]
+    assert (collections_dep.flow_name, collections_dep.name) == ("daily-collections",
+                                                                 serve.COLLECTIONS_DEPLOYMENT)
+    (daily,) = collections_dep.schedules
+    assert (daily.schedule.cron, daily.schedule.timezone) == ("30 8 * * *", "Europe/Brussels")
+    assert "creditor:demo-utility" in collections_dep.tags and collections_dep.concurrency_limit == 1
+    assert len(deployments) == 3
+    default_collect = serve.build_deployments(settings)[2].schedules[0].schedule
+    assert default_collect.cron == "0 9 * * *"
+    with pytest.raises(ValueError, match="after the nightly reconciliation"):
+        serve.build_deployments(settings, reconcile_at="10:00", collect_at="09:00")
     assert serve.cron_at("02:30") == "30 2 * * *"
     with pytest.raises(ValueError):
         serve.cron_at("24:00")
 
     parser = argparse.ArgumentParser()
     serve.add_cli(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["serve", "--intake-interval", "30", "--reconcile-at", "01:45"])
-    assert (args.intake_interval, args.reconcile_at, args.func) == (30.0, "01:45", serve._cmd_serve)
+    args = parser.parse_args(["serve", "--intake-interval", "30", "--reconcile-at", "01:45",
+                              "--collect-at", "07:30"])
+    assert (args.intake_interval, args.reconcile_at, args.collect_at, args.func) == (
+        30.0, "01:45", "07:30", serve._cmd_serve)
+    assert parser.parse_args(["serve"]).collect_at == "09:00"
     with pytest.raises(SystemExit):
         parser.parse_args(["serve", "--reconcile-at", "7pm"])
+    with pytest.raises(SystemExit):
+        parser.parse_args(["serve", "--collect-at", "9h"])
