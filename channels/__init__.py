@@ -15,10 +15,9 @@ from creditflow.channels.local_outbox import (
     LocalEmailOutbox,
     LocalPostOutbox,
     LocalSmsOutbox,
-    SmsSegments,
-    count_sms_segments,
     safe_name,
 )
+from creditflow.channels.sms_text import SmsSegments, count_sms_segments
 from creditflow.channels.registry import (
     UnknownChannelError,
     build_channels,

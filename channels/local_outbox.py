@@ -21,20 +21,14 @@ import re
 import tempfile
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from email import policy
-from email.errors import MessageError
-from email.headerregistry import Address
-from email.message import EmailMessage
 from email.parser import BytesHeaderParser
-from email.utils import format_datetime
 from pathlib import Path
-from typing import Literal
-
-import phonenumbers
 
 from creditflow.channels.base import PermanentSendError, SendResult, TransientSendError
+from creditflow.channels.mime import build_email
+from creditflow.channels.sms_text import count_sms_segments, e164
 from creditflow.renderers.messages import Attachment, Message
 
 log = logging.getLogger(__name__)
@@ -75,68 +69,6 @@ def _inside(folder: Path, name: str) -> Path:
     if path.parent != folder or os.sep in name or name in {".", ".."}:
         raise PermanentSendError(f"file name {name!r} would leave {folder}", code="unsafe-key")
     return path
-
-
-def message_id_for(key: str, domain: str) -> str:
-    """RFC 5322 Message-ID derived from the idempotency key alone (plus the sender's domain).
-
-    A resend of the same key carries the same Message-ID, so the recipient's mail system, and a
-    person reading the outbox, can tell a repeat from a new message.
-    """
-    digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:32]
-    domain = domain.strip().lower() or "creditflow.invalid"
-    return f"<creditflow.{digest}@{domain}>"
-
-
-# --------------------------------------------------------------------------------------------------
-# SMS segment counting (shared with the real SMS gateway adapter)
-# --------------------------------------------------------------------------------------------------
-
-# 3GPP TS 23.038 default alphabet. ESC (0x1B) is left out on purpose: in text it is not a character
-# but the prefix of the extension table.
-GSM7_BASIC = frozenset(
-    "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?"
-    "¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà"
-)
-GSM7_EXTENSION = frozenset("\f^{}\\[~]|€")
-"""Extension-table characters: sent as ESC + char, so each costs two septets."""
-
-SmsEncoding = Literal["GSM-7", "UCS-2"]
-
-
-@dataclass(frozen=True, slots=True)
-class SmsSegments:
-    encoding: SmsEncoding
-    units: int  # septets (GSM-7) or UTF-16 code units (UCS-2)
-    segments: int
-
-
-def count_sms_segments(text: str) -> SmsSegments:
-    """How many SMS parts a text costs, as a gateway bills it.
-
-    GSM-7 if every character is in the default alphabet or its extension table (those count two
-    septets), else UCS-2 counted in UTF-16 code units (an emoji is two). One part holds 160
-    septets / 70 units; a concatenated message holds 153 / 67 per part because of the header, and
-    a part never splits an ESC pair or a surrogate pair, which is why a plain `ceil(units / 153)`
-    can be one short. An empty text still costs one part.
-    """
-    if all(ch in GSM7_BASIC or ch in GSM7_EXTENSION for ch in text):
-        widths = [2 if ch in GSM7_EXTENSION else 1 for ch in text]
-        return _pack("GSM-7", widths, single=160, multi=153)
-    widths = [2 if ord(ch) > 0xFFFF else 1 for ch in text]
-    return _pack("UCS-2", widths, single=70, multi=67)
-
-
-def _pack(encoding: SmsEncoding, widths: list[int], *, single: int, multi: int) -> SmsSegments:
-    units = sum(widths)
-    if units <= single:
-        return SmsSegments(encoding, units, 1)
-    segments, used = 1, 0
-    for width in widths:
-        if used + width > multi:
-            segments, used = segments + 1, 0
-        used += width
-    return SmsSegments(encoding, units, segments)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -320,38 +252,9 @@ class LocalEmailOutbox:
         return SendResult(message_id, detail=str(path))
 
     def _build(self, message: Message) -> tuple[bytes, str]:
-        """The .eml bytes and Message-ID; anything the mail format refuses is a permanent error."""
-        try:
-            sender = Address(display_name=message.sender_name, addr_spec=message.sender_email)
-            recipient = Address(display_name=message.to_name or "", addr_spec=message.to_email)
-            message_id = message_id_for(message.idempotency_key, sender.domain)
-            mail = EmailMessage(policy=policy.SMTP)
-            mail["From"] = sender
-            mail["To"] = recipient
-            mail["Subject"] = message.subject
-            mail["Date"] = format_datetime(_aware(self._clock()))
-            mail["Message-ID"] = message_id
-            mail["X-Creditflow-Key"] = message.idempotency_key
-            if message.language:
-                mail["Content-Language"] = message.language
-            mail.set_content(message.text)
-            if message.html is not None:
-                mail.add_alternative(message.html, subtype="html")
-            for attachment in message.attachments:
-                maintype, subtype = _content_type(attachment)
-                mail.add_attachment(
-                    attachment.data,
-                    maintype=maintype,
-                    subtype=subtype,
-                    filename=attachment.filename,
-                )
-            return mail.as_bytes(policy=policy.SMTP), message_id
-        except (ValueError, TypeError, IndexError, MessageError) as exc:
-            # An invalid address, a line break in a header, a non-ASCII local part (HeaderDefect is
-            # a ValueError, HeaderParseError a MessageError).
-            raise PermanentSendError(
-                f"{message.idempotency_key}: cannot build the e-mail: {exc}", code="invalid-message"
-            ) from None
+        """The same bytes the SMTP adapter sends (channels.mime), so the .eml is what would arrive."""
+        built = build_email(message, now=_aware(self._clock()))
+        return built.data, built.message_id
 
     def close(self) -> None:
         """Nothing held open between sends."""
@@ -363,16 +266,10 @@ def _existing_message_id(path: Path) -> str:
     return str(headers.get("Message-ID", "")).strip()
 
 
-def _content_type(attachment: Attachment) -> tuple[str, str]:
-    maintype, _, subtype = attachment.content_type.partition("/")
-    if not maintype or not subtype:
-        return "application", "octet-stream"
-    return maintype.strip().lower(), subtype.split(";")[0].strip().lower()
-
-
 def _aware(moment: datetime) -> datetime:
     if moment.tzinfo is None or moment.utcoffset() is None:
-        raise ValueError("the outbox clock must return timezone-aware datetimes")
+        raise PermanentSendError("the outbox clock must return timezone-aware datetimes",
+                                 code="configuration")
     return moment
 
 
@@ -425,21 +322,6 @@ class LocalSmsOutbox:
 
     def close(self) -> None:
         """Nothing held open between sends."""
-
-
-def e164(phone: str | None, key: str = "") -> str:
-    """The number in E.164, or PermanentSendError: an SMS to a wrong number never arrives."""
-    if not phone:
-        raise PermanentSendError(f"{key}: no phone number for this debtor", code="no-recipient")
-    try:
-        parsed = phonenumbers.parse(phone, None)
-    except phonenumbers.NumberParseException:
-        parsed = None
-    if parsed is None or not phonenumbers.is_valid_number(parsed):
-        raise PermanentSendError(
-            f"{key}: {phone!r} is not a valid international phone number", code="invalid-phone"
-        )
-    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
 
 
 _PAGE_OBJECT = re.compile(rb"/Type\s*/Page(?![^\s/<>\[\]()%{}])")

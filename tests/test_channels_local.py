@@ -22,17 +22,15 @@ from reportlab.pdfgen import canvas
 from creditflow.channels import registry
 from creditflow.channels.base import Channel, PermanentSendError
 from creditflow.channels.local_outbox import (
-    GSM7_BASIC,
-    GSM7_EXTENSION,
     SLUG_MAX_CHARS,
     LocalEmailOutbox,
     LocalPostOutbox,
     LocalSmsOutbox,
     count_pdf_pages,
-    count_sms_segments,
-    message_id_for,
     safe_name,
 )
+from creditflow.channels.mime import message_id_for
+from creditflow.channels.sms_text import GSM7_BASIC, GSM7_EXTENSION, count_sms_segments
 from creditflow.config.settings import Settings
 from creditflow.renderers.messages import Attachment, Message, PostalAddress
 

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from creditflow.channels import local_outbox, registry, sms_text
+from creditflow.channels import registry, sms_text
 from creditflow.channels.base import PermanentSendError, TransientSendError
 from creditflow.channels.sms_gateway import SmsGateway, SmsSettings, gateway_reference
 from creditflow.config.settings import Settings
@@ -295,19 +295,6 @@ def test_sender_too_long_refused_by_settings(monkeypatch):
 # --------------------------------------------------------------------------------------------------
 
 GSM_CHARS = sorted(sms_text.GSM7_BASIC | sms_text.GSM7_EXTENSION)
-
-
-@settings(max_examples=200, deadline=None)
-@given(st.one_of(
-    st.text(alphabet=GSM_CHARS, max_size=700),
-    st.text(max_size=300),
-))
-def test_segment_count_matches_the_local_outbox(text):
-    # sms_text is the new home of the counter; until local_outbox imports it, both must agree.
-    ours = sms_text.count_sms_segments(text)
-    theirs = local_outbox.count_sms_segments(text)
-    assert (ours.encoding, ours.units, ours.segments) == (
-        theirs.encoding, theirs.units, theirs.segments)
 
 
 @pytest.mark.parametrize(
