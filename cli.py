@@ -24,6 +24,9 @@ def _prefect_env(home: Path) -> None:
     """Keep Prefect's ephemeral database inside our data folder and its telemetry off (offline)."""
     os.environ.setdefault("PREFECT_HOME", str((home / "prefect").resolve()))
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # The temporary server creates and migrates its database on a first run: 17 s on an idle
+    # 2-core machine, more on a busy one, against Prefect's default limit of 20 s.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 
 
 def cmd_run(args, settings) -> int:

@@ -26,6 +26,11 @@ import pytest
 # the tests; pytest's importlib mode does not put this folder on sys.path, so it is done once here.
 sys.path.insert(0, os.path.dirname(__file__))
 
+# Prefect writes into PREFECT_HOME (default ~/.prefect) even under its test harness; keep the user's
+# home clean and telemetry off (there is no network here).
+os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="creditflow-prefect-"))
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
 
 # --------------------------------------------------------------------------------------------------
 # PostgreSQL throwaway cluster
