@@ -29,7 +29,7 @@ from pathlib import Path
 from creditflow.channels.base import PermanentSendError, SendResult, TransientSendError
 from creditflow.channels.mime import build_email
 from creditflow.channels.sms_text import count_sms_segments, e164
-from creditflow.renderers.messages import Attachment, Message
+from creditflow.renderers.messages import Attachment, Message, PostalAddress
 
 log = logging.getLogger(__name__)
 
@@ -352,14 +352,7 @@ class LocalPostOutbox:
 
     def send(self, message: Message) -> SendResult:
         key = message.idempotency_key
-        address = message.to_address
-        if address is None or not all(
-            part.strip() for part in (address.name, address.street, address.postcode, address.city)
-        ):
-            raise PermanentSendError(f"{key}: no complete postal address", code="no-recipient")
-        pdf = _first_pdf(message)
-        if pdf is None:
-            raise PermanentSendError(f"{key}: no PDF to print", code="no-document")
+        address, pdf = letter_parts(message)
         path = _inside(self.folder, safe_name(key) + ".pdf")
 
         def record() -> dict:
@@ -391,6 +384,19 @@ class LocalPostOutbox:
 
     def close(self) -> None:
         """Nothing held open between sends."""
+
+
+def letter_parts(message: Message) -> tuple[PostalAddress, Attachment]:
+    """The full postal address and the PDF a letter needs, or PermanentSendError (no letter can go)."""
+    key, address = message.idempotency_key, message.to_address
+    if address is None or not all(
+        part.strip() for part in (address.name, address.street, address.postcode, address.city)
+    ):
+        raise PermanentSendError(f"{key}: no complete postal address", code="no-recipient")
+    pdf = _first_pdf(message)
+    if pdf is None:
+        raise PermanentSendError(f"{key}: no PDF to print", code="no-document")
+    return address, pdf
 
 
 def _first_pdf(message: Message) -> Attachment | None:

@@ -35,9 +35,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from creditflow.channels.base import Channel, PermanentSendError, SendResult, TransientSendError
 from creditflow.channels.local_outbox import (
-    _first_pdf,
     _LockedJournal,
     _write_new_file,
+    letter_parts,
     safe_name,
 )
 from creditflow.channels.registry import register
@@ -149,14 +149,7 @@ class PrintShopPost:
 
     def send(self, message: Message) -> SendResult:
         key = message.idempotency_key
-        address = message.to_address
-        if address is None or not all(
-            part.strip() for part in (address.name, address.street, address.postcode, address.city)
-        ):
-            raise PermanentSendError(f"{key}: no complete postal address", code="no-recipient")
-        pdf = _first_pdf(message)
-        if pdf is None:
-            raise PermanentSendError(f"{key}: no PDF to print", code="no-document")
+        address, pdf = letter_parts(message)
         try:
             pages = _pdf_pages(pdf.data)
         except Exception as exc:  # pypdf raises many types for a damaged file
