@@ -47,7 +47,7 @@ MAPPABLE_FIELDS: dict[str, bool] = {
     "description": False,
 }
 """The fields a creditor's CSV columns can be mapped to. Mirrors the canonical invoice columns of
-`creditflow.parsers.schema` (tests/test_schema.py keeps the two in step)."""
+`creditflow.parsers.schema` (tests/test_config.py keeps the two in step)."""
 
 _SAFE_ID = re.compile(r"^[a-z0-9][a-z0-9-]{1,62}$")
 
