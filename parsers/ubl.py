@@ -335,6 +335,9 @@ class _Fields:
                     "else None",
                 ]
                 continue
+            if field.vat_leaf is None and len(field.alternatives) > 1:
+                body += self._union_lines(field, index, names)
+                continue
             if not field._is_plain():
                 names[f"read{index}"] = field.read
                 body.append(f"    {value} = read{index}(e)")
@@ -365,6 +368,48 @@ class _Fields:
         source = "def read(e):\n" + "\n".join(body) + f"\n    return {{{result}}}\n"
         exec(compile(source, f"<_Fields {self.fields[0].key}...>", "exec"), names)
         return names["read"]
+
+    @staticmethod
+    def _union_lines(field: _Field, index: int, names: dict) -> list[str]:
+        """A union (``a|b``, e.g. InvoicedQuantity|CreditedQuantity on every line) inline: what
+        `_Field._read` does, without its call and loop. The order of its early returns does not
+        matter (each returns the same exact XPath value), so: the exact XPath when any alternative
+        is uncertain (not found but a same-tag sibling exists) or more than one is found, else the
+        one found, read as `_Field._read` reads it."""
+        value = f"v{index}"
+        names[f"exact{index}"] = field.exact
+        lines, found, uncertain = [], [], []
+        for number, (fast, checks, attribute) in enumerate(field.alternatives):
+            node = f"u{index}_{number}"
+            names[f"fast{index}_{number}"] = fast
+            lines.append(f"    {node} = fast{index}_{number}(e, None)")
+            if attribute is not None:
+                lines.append(f"    {node} = None if {node} is None else {node}.get({attribute!r})")
+            found.append(node)
+            tests = []
+            for check_number, check in enumerate(checks):
+                names[f"check{index}_{number}_{check_number}"] = check
+                tests.append(f"check{index}_{number}_{check_number}(e, None) is not None")
+            if tests:
+                uncertain.append(f"({node} is None and ({' or '.join(tests)}))")
+        several = " + ".join(f"({node} is not None)" for node in found) + " > 1"
+        lines += [
+            f"    if {' or '.join(uncertain + [several])}:",
+            f"        {value} = exact{index}(e) or None",
+            "    else:",
+            "        x = " + "".join(f"{node} if {node} is not None else " for node in found[:-1])
+            + found[-1],
+            "        if x is None:",
+            f"            {value} = None",
+            "        elif x.__class__ is str:",
+            f"            {value} = _normalised(x) or None if x else None",
+            "        elif len(x):",
+            f"            {value} = exact{index}(e) or None",
+            "        else:",
+            "            x = x.text",
+            f"            {value} = _normalised(x) or None if x else None",
+        ]
+        return lines
 
 
 _CUSTOMER = "cac:AccountingCustomerParty/cac:Party"
@@ -1189,13 +1234,20 @@ class UblDocument:
                 continue  # the TaxTotal in the VAT accounting currency (BT-111) has no breakdown
             for sub_index, sub in enumerate(total.iterchildren(_TAX_SUBTOTAL_TAG), start=1):
                 get = _SUBTOTAL_READER.read(sub).get
-                here = f"cac:TaxTotal[{index}]/cac:TaxSubtotal[{sub_index}]"
-                rows.append((
-                    self.number, self.name, number, get("category"), get("percent"),
-                    self.attempt(_cents, get("taxable"), f"{here}/cbc:TaxableAmount"),
-                    self.attempt(_cents, get("tax"), f"{here}/cbc:TaxAmount"),
-                    get("reason_code"), get("reason"),
-                ))
+                try:  # the XPath of a failure is only formatted when there is one
+                    taxable = _cents(get("taxable"))
+                except _DocumentError as exc:
+                    taxable = None
+                    self.problem(f"cac:TaxTotal[{index}]/cac:TaxSubtotal[{sub_index}]/"
+                                 "cbc:TaxableAmount", exc.code, exc.message)
+                try:
+                    tax = _cents(get("tax"))
+                except _DocumentError as exc:
+                    tax = None
+                    self.problem(f"cac:TaxTotal[{index}]/cac:TaxSubtotal[{sub_index}]/cbc:TaxAmount",
+                                 exc.code, exc.message)
+                rows.append((self.number, self.name, number, get("category"), get("percent"),
+                             taxable, tax, get("reason_code"), get("reason")))
         return rows
 
     def _attachments(self, number: str | None, references: list) -> list[tuple]:

@@ -58,7 +58,10 @@ def has_doctype(data: bytes) -> bool:
     are not ASCII-compatible (UTF-16/32) slip past this byte test; `parse_xml` checks `docinfo`
     after parsing for them.
     """
-    if b"<!D" not in data and b"<!d" not in data:  # no DOCTYPE anywhere: no need to scan (C speed)
+    # No "!" byte at all means no "<!DOCTYPE": memchr speed (~0.3 us on 5 kB), where a search for
+    # the 3-byte "<!D" took ~4 us because "<" is so frequent in XML. Otherwise the same test as
+    # before: no "<!D"/"<!d" anywhere, no need to scan the prolog.
+    if b"!" not in data or (b"<!D" not in data and b"<!d" not in data):
         return False
     position = 3 if data.startswith(_BOM) else 0
     size = len(data)
