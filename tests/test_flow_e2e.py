@@ -125,3 +125,28 @@ def test_statement_dropped_in_inbox_is_reconciled_by_the_nightly_flow(prefect_ha
 
     again = nightly_reconciliation()  # nothing new parked: the night changes nothing
     assert again.booked.allocations_booked == 0
+
+
+def test_a_failing_file_fails_the_run_naming_it_after_the_others_are_done(prefect_harness, env, monkeypatch):
+    """Issue 4: a failed run's state message says which file and why; the rest of the batch goes on."""
+    from creditflow.pipeline import intake as steps
+    from creditflow.stores.base import StoreError
+
+    inbox = env / "dropzone" / "demo-utility" / "inbox"
+    inbox.mkdir(parents=True)
+    shutil.copyfile(SAMPLE, inbox / SAMPLE.name)
+    (inbox / "broken-upload.csv").write_bytes(b"whatever")
+    real = steps.ingest_file
+
+    def flaky(rt, creditor_id, name):
+        if name == "broken-upload.csv":
+            raise StoreError("connection reset while reading broken-upload.csv")
+        return real(rt, creditor_id, name)
+
+    monkeypatch.setattr(steps, "ingest_file", flaky)
+    monkeypatch.setattr(intake_flow, "ingest_file", intake_flow.ingest_file.with_options(retries=0))
+    state = intake_flow.billing_intake(return_state=True)
+    assert state.is_failed()
+    assert "demo-utility/broken-upload.csv" in state.message and "connection reset" in state.message
+    assert (inbox / "broken-upload.csv").exists()  # left for the next run
+    assert len(list((env / "documents" / "demo-utility").glob("*.pdf"))) == 44  # the good file went through
