@@ -27,7 +27,7 @@ import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, timedelta
 from pathlib import Path
 
 from pydantic import Field, SecretStr
@@ -35,7 +35,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from creditflow.channels.base import Channel, PermanentSendError, SendResult, TransientSendError
 from creditflow.channels.local_outbox import (
+    Clock,
     _LockedJournal,
+    _utc_now,
     _write_new_file,
     letter_parts,
     safe_name,
@@ -44,7 +46,6 @@ from creditflow.channels.registry import register
 from creditflow.config.settings import BRUSSELS, Settings
 from creditflow.renderers.messages import Message
 
-Clock = Callable[[], datetime]
 SMALL_ENVELOPE_MAX_PAGES = 5  # a C5 window envelope takes about five folded sheets
 _TRUE = {"1", "true", "yes", "y"}
 
@@ -91,10 +92,6 @@ def _creditor_folder(creditor_id: str) -> str:
     if not _CREDITOR_ID.match(creditor_id):
         raise PermanentSendError(f"creditor id {creditor_id!r} cannot name a folder", code="invalid-message")
     return creditor_id
-
-
-def _utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 def _pdf_pages(data: bytes) -> int:
@@ -205,8 +202,12 @@ class PrintShopPost:
 
     def flush_print_batch(self, day: date, *, creditor_id: str | None = None) -> list[PrintBatch]:
         """Seal `day`'s letters of each creditor (or one) and upload print file + manifest once."""
-        creditors = [_creditor_folder(creditor_id)] if creditor_id else sorted(
-            p.name for p in self.spool.iterdir() if p.is_dir()) if self.spool.is_dir() else []
+        if creditor_id:
+            creditors = [_creditor_folder(creditor_id)]
+        elif self.spool.is_dir():
+            creditors = sorted(p.name for p in self.spool.iterdir() if p.is_dir())
+        else:
+            creditors = []
         batches = []
         for creditor in creditors:
             sealed = self._seal(creditor, day)
@@ -262,7 +263,7 @@ class PrintShopPost:
             data = (folder / name).read_bytes()
             if store.exists(creditor, name):
                 remote = store.read(creditor, name)
-                if hashlib.sha256(remote).digest() != hashlib.sha256(data).digest():
+                if remote != data:
                     raise PrintBatchConflict(
                         f"{store.describe(creditor, name)} exists with other content; not overwritten")
                 already.append(name)

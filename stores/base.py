@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from collections.abc import Iterator
 from typing import Protocol, runtime_checkable
 
 INBOX, ARCHIVE, ERRORS, REPORTS = "inbox", "archive", "errors", "reports"
@@ -60,6 +61,19 @@ def safe_name(name: str) -> str:
     if len(name.encode("utf-8", "surrogatepass")) > 255:
         raise UnsafeName(f"file name {name[:40]!r}… is longer than 255 bytes")
     return name
+
+
+def numbered_names(name: str) -> Iterator[str]:
+    """`name`, then `stem.2.ext`, `stem.3.ext`, ... (`name.2` when there is no extension): the names
+    a move tries in turn so it never overwrites an existing file."""
+    stem, dot, suffix = name.rpartition(".")
+    if not stem:  # no dot, or a leading dot only: number at the end
+        stem, dot, suffix = name, "", ""
+    yield name
+    n = 2
+    while True:
+        yield f"{stem}.{n}{dot}{suffix}" if dot else f"{stem}.{n}"
+        n += 1
 
 
 def is_upload_in_progress(name: str) -> bool:

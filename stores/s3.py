@@ -22,14 +22,21 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, ConnectionError as BotoConnectionError
 from pydantic import SecretStr
 
-from creditflow.stores.base import StoredFile, StoreError, safe_name
-from creditflow.stores.factory import AlreadyClaimed, StoreUnavailable
+from creditflow.stores.base import (
+    AlreadyClaimed,
+    StoredFile,
+    StoreError,
+    StoreUnavailable,
+    numbered_names,
+    safe_name,
+)
 
 log = logging.getLogger(__name__)
 
 _MISSING = {"NoSuchKey", "404", "NotFound"}
 _TRANSIENT = {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "RequestTimeTooSkewed",
               "InternalError", "ServiceUnavailable", "503", "500", "502", "504"}
+_TAKEN = {"PreconditionFailed", "412", "ConditionalRequestConflict"}  # If-None-Match refused
 _CLAIM_META = "creditflow-moved-from"  # marks who moved an object here, to tell a racer from a clash
 
 
@@ -181,7 +188,7 @@ class S3Store:
         try:
             self.client.put_object(Bucket=self.bucket, Key=key, Body=data, **extra)
         except ClientError as exc:
-            if create_only and _code(exc) in {"PreconditionFailed", "412", "ConditionalRequestConflict"}:
+            if create_only and _code(exc) in _TAKEN:
                 raise AlreadyClaimed(f"{self.describe(folder, name)} already exists") from None
             raise self._error(f"write {folder}/{name}", exc) from None
         except BotoCoreError as exc:
@@ -202,9 +209,6 @@ class S3Store:
         """
         source_key = self._key(folder, name)
         wanted = safe_name(to_name or name)
-        stem, dot, suffix = wanted.rpartition(".")
-        if not stem:
-            stem, dot, suffix = wanted, "", ""
         what = f"move {folder}/{name} to {to_folder}"
         try:
             source = self.client.get_object(Bucket=self.bucket, Key=source_key)
@@ -225,23 +229,20 @@ class S3Store:
         if source.get("ContentType"):
             put_extra["ContentType"] = source["ContentType"]
 
-        n = 1
-        while True:
-            candidate = wanted if n == 1 else (f"{stem}.{n}{dot}{suffix}" if dot else f"{stem}.{n}")
+        for candidate in numbered_names(wanted):
             target_key = self._key(to_folder, candidate)
             try:
                 self.client.put_object(Bucket=self.bucket, Key=target_key, Body=body,
                                        IfNoneMatch="*", **put_extra)
                 break
             except ClientError as exc:
-                if _code(exc) not in {"PreconditionFailed", "412", "ConditionalRequestConflict"}:
+                if _code(exc) not in _TAKEN:
                     raise self._error(what, exc) from None
             except BotoCoreError as exc:
                 raise self._error(what, exc) from None
             if self._claimed_by(target_key, marker) and self._source_goes_away(source_key, etag):
                 raise AlreadyClaimed(f"{self.describe(folder, name)} was moved to "
                                      f"{self.describe(to_folder, candidate)} by someone else")
-            n += 1
 
         self._delete_copied(source_key, etag, folder, what)
         return self.describe(to_folder, candidate)

@@ -35,8 +35,14 @@ import paramiko
 from paramiko.pkey import UnknownKeyType
 from pydantic import SecretStr
 
-from creditflow.stores.base import StoredFile, StoreError, safe_name
-from creditflow.stores.factory import AlreadyClaimed, StoreUnavailable
+from creditflow.stores.base import (
+    AlreadyClaimed,
+    StoredFile,
+    StoreError,
+    StoreUnavailable,
+    numbered_names,
+    safe_name,
+)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -258,8 +264,7 @@ class SftpStore:
             return True
         if isinstance(exc, paramiko.SSHException) and not isinstance(exc, paramiko.AuthenticationException):
             return True
-        transport = self._client.get_transport() if self._client is not None else None
-        return transport is None or not transport.is_active()
+        return self._link_lost_now()
 
     def _delay(self, attempt: int) -> float:
         """Exponential backoff with "equal jitter": half fixed, half random, so workers spread out."""
@@ -402,21 +407,11 @@ class SftpStore:
         source = self._path(folder, name)
         target_dir = self._folder_path(to_folder)
         wanted = safe_name(to_name or name)
-        stem, dot, suffix = wanted.rpartition(".")
-        if not stem:  # no dot, or a leading dot only: number at the end
-            stem, dot, suffix = wanted, "", ""
         attempted: list[str] = []
-
-        def candidates():
-            yield wanted
-            n = 2
-            while True:
-                yield f"{stem}.{n}{dot}{suffix}" if dot else f"{stem}.{n}"
-                n += 1
 
         def rename(sftp: paramiko.SFTPClient) -> str:
             self._makedirs(sftp, target_dir)
-            for candidate in candidates():
+            for candidate in numbered_names(wanted):
                 target = posixpath.join(target_dir, safe_name(candidate))
                 if _exists(sftp, target):
                     if target in attempted and not _exists(sftp, source):
