@@ -128,11 +128,17 @@ class Settings(BaseSettings):
             return self.link_secret.get_secret_value().encode()
         path = self.home / "secrets" / "link.key"
         if not path.exists():
+            import os
             import secrets
 
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.touch(mode=0o600)
-            path.write_text(secrets.token_urlsafe(32))
+            try:  # O_EXCL: of two processes starting at once, one writes the key, both read it
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            except FileExistsError:
+                pass
+            else:
+                with os.fdopen(fd, "w") as handle:
+                    handle.write(secrets.token_urlsafe(32))
         return path.read_text().strip().encode()
 
 

@@ -53,8 +53,8 @@ def render_invoice_pdf(doc: InvoiceDocument) -> bytes:
     canvas = Canvas(buffer, pagesize=A4, pageCompression=1, invariant=1)
     labels = labels_for(doc.language)
     title = labels["credit_note"] if doc.document_type == "credit_note" else labels["invoice"]
-    canvas.setTitle(_t(f"{title} {doc.invoice_number}"))
-    canvas.setAuthor(_t(doc.creditor_name))
+    canvas.setTitle(winansi(f"{title} {doc.invoice_number}"))
+    canvas.setAuthor(winansi(doc.creditor_name))
     draw_invoice_page(canvas, doc)
     canvas.showPage()
     canvas.save()
@@ -64,18 +64,18 @@ def render_invoice_pdf(doc: InvoiceDocument) -> bytes:
 def draw_invoice_page(canvas: Canvas, doc: InvoiceDocument) -> None:
     """Draw one invoice on the current page (callers may put many invoices in one PDF)."""
     labels = labels_for(doc.language)
-    _creditor_block(canvas, doc, labels)
-    _debtor_window(canvas, doc)
+    creditor_block(canvas, doc, labels)
+    debtor_window(canvas, doc)
     y = _invoice_block(canvas, doc, labels)
     _description(canvas, doc, labels, y)
     _payment_box(canvas, doc, labels)
     _footer(canvas, doc, labels)
 
 
-def _creditor_block(canvas: Canvas, doc: InvoiceDocument, labels: dict[str, str]) -> None:
-    y = _top(18 * mm)
+def creditor_block(canvas: Canvas, doc: InvoiceDocument, labels: dict[str, str]) -> None:
+    y = from_top(18 * mm)
     canvas.setFont(BOLD, 13)
-    canvas.drawString(LEFT, y, _t(doc.creditor_name))
+    canvas.drawString(LEFT, y, winansi(doc.creditor_name))
     canvas.setFont(FONT, 9)
     lines = list(doc.creditor_address_lines)
     lines.append(f"{labels['vat']} {doc.creditor_vat}")
@@ -87,27 +87,27 @@ def _creditor_block(canvas: Canvas, doc: InvoiceDocument, labels: dict[str, str]
         lines.append(doc.creditor_website)
     y -= 5.5 * mm
     for line in lines:
-        canvas.drawString(LEFT, y, _t(line))
+        canvas.drawString(LEFT, y, winansi(line))
         y -= 4 * mm
 
 
-def _debtor_window(canvas: Canvas, doc: InvoiceDocument) -> None:
+def debtor_window(canvas: Canvas, doc: InvoiceDocument) -> None:
     canvas.setFont(FONT, 11)
     width = RIGHT - WINDOW_X
     lines: list[str] = []
     for line in doc.debtor_address_lines:
-        lines.extend(simpleSplit(_t(line), FONT, 11, width) or [""])
-    y = _top(WINDOW_FIRST_BASELINE)
+        lines.extend(simpleSplit(winansi(line), FONT, 11, width) or [""])
+    y = from_top(WINDOW_FIRST_BASELINE)
     for line in lines[:WINDOW_MAX_LINES]:
         canvas.drawString(WINDOW_X, y, line)
         y -= WINDOW_LINE
 
 
 def _invoice_block(canvas: Canvas, doc: InvoiceDocument, labels: dict[str, str]) -> float:
-    y = _top(102 * mm)
+    y = from_top(102 * mm)
     title = labels["credit_note"] if doc.document_type == "credit_note" else labels["invoice"]
     canvas.setFont(BOLD, 18)
-    canvas.drawString(LEFT, y, _t(f"{title} {doc.invoice_number}"))
+    canvas.drawString(LEFT, y, winansi(f"{title} {doc.invoice_number}"))
     rows = [
         (labels["invoice_number"], doc.invoice_number),
         (labels["issue_date"], format_date(doc.issue_date, doc.language)),
@@ -118,9 +118,9 @@ def _invoice_block(canvas: Canvas, doc: InvoiceDocument, labels: dict[str, str])
     y -= 10 * mm
     for label, value in rows:
         canvas.setFont(FONT, 10)
-        canvas.drawString(LEFT, y, _t(label))
+        canvas.drawString(LEFT, y, winansi(label))
         canvas.setFont(BOLD, 10)
-        canvas.drawString(LEFT + 45 * mm, y, _t(value))
+        canvas.drawString(LEFT + 45 * mm, y, winansi(value))
         y -= 5.5 * mm
     return y
 
@@ -129,30 +129,30 @@ def _description(canvas: Canvas, doc: InvoiceDocument, labels: dict[str, str], y
     y -= 4 * mm
     if doc.description:
         canvas.setFont(BOLD, 10)
-        canvas.drawString(LEFT, y, _t(labels["description"]))
+        canvas.drawString(LEFT, y, winansi(labels["description"]))
         canvas.setFont(FONT, 10)
         y -= 5 * mm
-        for line in simpleSplit(_t(doc.description), FONT, 10, RIGHT - LEFT)[:6]:
+        for line in simpleSplit(winansi(doc.description), FONT, 10, RIGHT - LEFT)[:6]:
             canvas.drawString(LEFT, y, line)
             y -= 4.5 * mm
-    y = min(y, _top(165 * mm)) if doc.description else _top(160 * mm)
+    y = min(y, from_top(165 * mm)) if doc.description else from_top(160 * mm)
     amount_label = labels["amount_due"] if doc.amount_cents >= 0 else labels["amount_credit"]
     canvas.setLineWidth(0.5)
     canvas.line(LEFT, y + 5 * mm, RIGHT, y + 5 * mm)
     canvas.setFont(BOLD, 13)
-    canvas.drawString(LEFT, y - 2 * mm, _t(amount_label))
-    canvas.drawRightString(RIGHT, y - 2 * mm, _t(format_amount(doc.amount_cents, doc.currency, doc.language)))
+    canvas.drawString(LEFT, y - 2 * mm, winansi(amount_label))
+    canvas.drawRightString(RIGHT, y - 2 * mm, winansi(format_amount(doc.amount_cents, doc.currency, doc.language)))
 
 
 def _payment_box(canvas: Canvas, doc: InvoiceDocument, labels: dict[str, str]) -> None:
-    top, bottom = _top(BOX_TOP), _top(BOX_BOTTOM)
+    top, bottom = from_top(BOX_TOP), from_top(BOX_BOTTOM)
     canvas.setLineWidth(0.8)
     canvas.roundRect(LEFT - 3 * mm, bottom, RIGHT - LEFT + 6 * mm, top - bottom, 2 * mm)
     canvas.setFont(BOLD, 11)
-    canvas.drawString(LEFT, top - 7 * mm, _t(labels["payment_title"]))
+    canvas.drawString(LEFT, top - 7 * mm, winansi(labels["payment_title"]))
     if not doc.is_payable:
         canvas.setFont(FONT, 10)
-        canvas.drawString(LEFT, top - 15 * mm, _t(labels["nothing_to_pay"]))
+        canvas.drawString(LEFT, top - 15 * mm, winansi(labels["nothing_to_pay"]))
         return
     reference_label = labels["reference_ogm"] if doc.reference_kind == "ogm" else labels["reference_rf"]
     rows = [
@@ -165,12 +165,12 @@ def _payment_box(canvas: Canvas, doc: InvoiceDocument, labels: dict[str, str]) -
     y = top - 15 * mm
     for label, value in rows:
         canvas.setFont(FONT, 9.5)
-        canvas.drawString(LEFT, y, _t(label))
+        canvas.drawString(LEFT, y, winansi(label))
         canvas.setFont(BOLD, 10)
-        canvas.drawString(LEFT + 45 * mm, y, _t(value))
+        canvas.drawString(LEFT + 45 * mm, y, winansi(value))
         y -= 5.5 * mm
     canvas.setFont(FONT, 9.5)
-    canvas.drawString(LEFT, y - 1 * mm, _t(reference_label))
+    canvas.drawString(LEFT, y - 1 * mm, winansi(reference_label))
     canvas.setFont("Courier-Bold", 12.5)
     canvas.drawString(LEFT + 45 * mm, y - 1 * mm, doc.formatted_reference)
     y -= 9 * mm
@@ -179,13 +179,13 @@ def _payment_box(canvas: Canvas, doc: InvoiceDocument, labels: dict[str, str]) -
     qr_y = top - 4 * mm - QR_SIZE
     draw_qr(canvas, encode_epc_qr(doc.epc_payload()), qr_x, qr_y, QR_SIZE)
     canvas.setFont(FONT, 8)
-    canvas.drawCentredString(qr_x + QR_SIZE / 2, qr_y - 3 * mm, _t(labels["scan_caption"]))
+    canvas.drawCentredString(qr_x + QR_SIZE / 2, qr_y - 3 * mm, winansi(labels["scan_caption"]))
 
     if doc.payment_link:
         canvas.setFont(BOLD, 9.5)
-        canvas.drawString(LEFT, y, _t(labels["pay_online"]))
+        canvas.drawString(LEFT, y, winansi(labels["pay_online"]))
         canvas.setFont(FONT, 8.5)
-        link_text = _t(doc.payment_link)
+        link_text = winansi(doc.payment_link)
         canvas.setFillColorRGB(0.05, 0.25, 0.6)
         canvas.drawString(LEFT, y - 4.5 * mm, link_text)
         canvas.setFillColorRGB(0, 0, 0)
@@ -198,15 +198,15 @@ def _footer(canvas: Canvas, doc: InvoiceDocument, labels: dict[str, str]) -> Non
     parts = [doc.creditor_name, f"{labels['vat']} {doc.creditor_vat}", format_iban(doc.creditor_iban), doc.creditor_bic]
     if doc.creditor_website:
         parts.append(doc.creditor_website)
-    canvas.drawCentredString(PAGE_WIDTH / 2, _top(285 * mm), _t(" · ".join(parts)))
+    canvas.drawCentredString(PAGE_WIDTH / 2, from_top(285 * mm), winansi(" · ".join(parts)))
     if doc.is_payable and doc.reference_kind == "ogm":
-        canvas.drawCentredString(PAGE_WIDTH / 2, _top(281 * mm), _t(labels["footer_reference"]))
+        canvas.drawCentredString(PAGE_WIDTH / 2, from_top(281 * mm), winansi(labels["footer_reference"]))
 
 
-def _top(distance_from_top: float) -> float:
+def from_top(distance_from_top: float) -> float:
     return PAGE_HEIGHT - distance_from_top
 
 
-def _t(text: str) -> str:
+def winansi(text: str) -> str:
     """Keep what WinAnsi (cp1252) can show, '?' for the rest: one odd name must not stop a batch."""
     return text.encode("cp1252", "replace").decode("cp1252")

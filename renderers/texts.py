@@ -326,25 +326,25 @@ def reminder_letter_pdf(doc: InvoiceDocument, subject: str, body: str) -> bytes:
 
     buffer = io.BytesIO()
     canvas = Canvas(buffer, pagesize=A4, pageCompression=1, invariant=1)
-    canvas.setTitle(pdf._t(subject))
-    canvas.setAuthor(pdf._t(doc.creditor_name))
+    canvas.setTitle(pdf.winansi(subject))
+    canvas.setAuthor(pdf.winansi(doc.creditor_name))
     labels = labels_for(doc.language)
-    pdf._creditor_block(canvas, doc, labels)
-    pdf._debtor_window(canvas, doc)
-    y = pdf._top(102 * mm)
+    pdf.creditor_block(canvas, doc, labels)
+    pdf.debtor_window(canvas, doc)
+    y = pdf.from_top(102 * mm)
     canvas.setFont(pdf.BOLD, 12)
-    for line in simpleSplit(pdf._t(subject), pdf.BOLD, 12, pdf.RIGHT - pdf.LEFT):
+    for line in simpleSplit(pdf.winansi(subject), pdf.BOLD, 12, pdf.RIGHT - pdf.LEFT):
         canvas.drawString(pdf.LEFT, y, line)
         y -= 5.5 * mm
     y -= 3 * mm
     canvas.setFont(pdf.FONT, 10)
-    bottom = pdf._top(280 * mm)
+    bottom = pdf.from_top(280 * mm)
     for paragraph in body.splitlines():
-        for line in simpleSplit(pdf._t(paragraph), pdf.FONT, 10, pdf.RIGHT - pdf.LEFT) or [""]:
+        for line in simpleSplit(pdf.winansi(paragraph), pdf.FONT, 10, pdf.RIGHT - pdf.LEFT) or [""]:
             if y < bottom:
                 canvas.showPage()
                 canvas.setFont(pdf.FONT, 10)
-                y = pdf._top(20 * mm)
+                y = pdf.from_top(20 * mm)
             canvas.drawString(pdf.LEFT, y, line)
             y -= 4.6 * mm
     canvas.showPage()

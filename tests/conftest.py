@@ -205,3 +205,22 @@ def ledger(request, tmp_path):
         engine.dispose()
         if database is not None:
             cluster.drop_database(database)
+
+
+# --------------------------------------------------------------------------------------------------
+# A real OpenSSH sshd (tests/servers.py), one per test module that asks for it
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def sshd():
+    """A throwaway sshd; skipped without OpenSSH on a developer machine, a failure in CI."""
+    from servers import sshd_missing_reason, sshd_server
+
+    reason = sshd_missing_reason()
+    if reason:
+        if os.environ.get("CI"):
+            pytest.fail(f"OpenSSH sshd is required in CI: {reason}", pytrace=False)
+        pytest.skip(f"no real sshd here: {reason}")
+    with sshd_server() as server:
+        yield server

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 import shutil
 import uuid
 from datetime import UTC, date, datetime, timedelta
@@ -30,7 +29,6 @@ from creditflow.pipeline.statements_intake import (
 from creditflow.stores.base import ARCHIVE, ERRORS, INBOX, StoreError
 from creditflow.stores.local import LocalStore
 
-from servers import sshd_missing_reason, sshd_server  # noqa: E402
 from statement_builders import ACCOUNT, camt_file, coda_file, credit  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -300,17 +298,6 @@ def test_bank_area_settings(tmp_path, ledger_url, monkeypatch):
 
 
 # ---------------------------------------------------------------- a bank area on a real sshd
-
-
-@pytest.fixture(scope="module")
-def sshd():
-    reason = sshd_missing_reason()
-    if reason:
-        if os.environ.get("CI"):
-            pytest.fail(f"OpenSSH sshd is required in CI: {reason}", pytrace=False)
-        pytest.skip(f"no real sshd here: {reason}")
-    with sshd_server() as server:
-        yield server
 
 
 def test_bank_area_on_sftp_routes_reconciles_and_archives(settings, sshd, monkeypatch):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import io
 import logging
 import socket
 from datetime import UTC, datetime, timedelta
@@ -13,7 +12,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
-from reportlab.pdfgen import canvas
 
 from creditflow.channels import http_errors, registry
 from creditflow.channels.base import PermanentSendError, TransientSendError
@@ -21,6 +19,7 @@ from creditflow.channels.sendgrid_email import SendGridEmail, SendGridSettings
 from creditflow.config.settings import Settings
 from creditflow.renderers.messages import Attachment, Message
 from fakes.http_server import Reply
+from sample_pdf import one_page_pdf
 from fakes.sendgrid import (
     FakeSendGrid,
     rate_limited,
@@ -34,12 +33,7 @@ KEY = "demo-utility/INV-2026-001/initial/email"
 
 @pytest.fixture(scope="module")
 def pdf_bytes() -> bytes:
-    buffer = io.BytesIO()
-    pdf = canvas.Canvas(buffer, invariant=1)
-    pdf.drawString(72, 770, "Factuur INV-2026-001")
-    pdf.showPage()
-    pdf.save()
-    return buffer.getvalue()
+    return one_page_pdf("Factuur INV-2026-001")
 
 
 @pytest.fixture

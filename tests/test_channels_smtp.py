@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import io
 import ipaddress
 import logging
 import smtplib
@@ -20,7 +19,6 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from reportlab.pdfgen import canvas
 
 from creditflow.channels import registry, smtp_email
 from creditflow.channels.base import PermanentSendError, TransientSendError
@@ -29,6 +27,7 @@ from creditflow.channels.mime import build_email, message_id_for
 from creditflow.channels.smtp_email import SmtpEmail
 from creditflow.config.settings import Settings
 from creditflow.renderers.messages import Attachment, Message
+from sample_pdf import one_page_pdf
 
 # Plain AUTH on loopback is what the AUTH tests want; aiosmtpd warns about it at every start.
 pytestmark = pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS:UserWarning")
@@ -44,12 +43,7 @@ def fixed_clock() -> dt.datetime:
 
 @pytest.fixture(scope="module")
 def pdf_bytes() -> bytes:
-    buffer = io.BytesIO()
-    pdf = canvas.Canvas(buffer, invariant=1)
-    pdf.drawString(72, 770, "Factuur INV-2026-001 — €1.234,56")
-    pdf.showPage()
-    pdf.save()
-    return buffer.getvalue()
+    return one_page_pdf("Factuur INV-2026-001 — €1.234,56")
 
 
 def make_message(pdf: bytes, **overrides) -> Message:

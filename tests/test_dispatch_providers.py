@@ -8,7 +8,6 @@ import base64
 import email
 import io
 import json
-import os
 import socket
 import threading
 import time
@@ -44,7 +43,6 @@ from fakes.bancontact import FakeBancontact
 from fakes.sendgrid import FakeSendGrid, rate_limited, server_error
 from fakes.sms_gateway import FakeCmGateway
 
-from servers import sshd_missing_reason, sshd_server  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 PROFILE = REPO / "sample_files" / "creditors" / "demo-utility.yaml"
@@ -302,17 +300,6 @@ def test_bancontact_payment_request_keeps_deeplink_and_qr(tmp_path):
     assert created.detail["deeplink"] == payment["_links"]["deeplink"]["href"]
     assert created.detail["qrcode"] == payment["_links"]["qrcode"]["href"]
     rt.close()
-
-
-@pytest.fixture(scope="module")
-def sshd():
-    reason = sshd_missing_reason()
-    if reason:
-        if os.environ.get("CI"):
-            pytest.fail(f"OpenSSH sshd is required in CI: {reason}", pytrace=False)
-        pytest.skip(f"no real sshd here: {reason}")
-    with sshd_server() as server:
-        yield server
 
 
 def test_print_shop_gets_one_print_file_and_manifest_per_day_over_sftp(tmp_path, sshd):

@@ -8,7 +8,6 @@ where everything ends up, and that nothing lands in another creditor's area.
 from __future__ import annotations
 
 import hashlib
-import os
 import threading
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -27,7 +26,7 @@ from creditflow.pipeline.statements_intake import (
 )
 from creditflow.stores.base import ARCHIVE, ERRORS, INBOX
 
-from servers import moto_s3_server, sshd_missing_reason, sshd_server  # noqa: E402
+from servers import moto_s3_server  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE_PROFILE = REPO / "sample_files" / "creditors" / "demo-utility.yaml"
@@ -41,17 +40,6 @@ def billing_csv(prefix: str, rows: int = 3, bad: bool = True) -> bytes:
     if bad:
         lines.append(f"{prefix}-BAD;31/02/2026;03/12/2026;abc;Klant X;kapot")
     return ("\r\n".join(lines) + "\r\n").encode("cp1252")
-
-
-@pytest.fixture(scope="module")
-def sshd():
-    reason = sshd_missing_reason()
-    if reason:
-        if os.environ.get("CI"):
-            pytest.fail(f"OpenSSH sshd is required in CI: {reason}", pytrace=False)
-        pytest.skip(f"no real sshd here: {reason}")
-    with sshd_server() as server:
-        yield server
 
 
 @pytest.fixture(scope="module")

@@ -38,18 +38,7 @@ from creditflow.stores.factory import (
 )
 from creditflow.stores.sftp import AuthenticationFailed, HostKeyRejected, SftpStore
 
-from servers import SshdServer, sshd_missing_reason, sshd_server  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def sshd() -> Iterator[SshdServer]:
-    reason = sshd_missing_reason()
-    if reason:
-        if os.environ.get("CI"):
-            pytest.fail(f"OpenSSH sshd is required in CI: {reason}", pytrace=False)
-        pytest.skip(f"no real sshd here: {reason}")
-    with sshd_server() as server:
-        yield server
+from servers import SshdServer  # noqa: E402
 
 
 @pytest.fixture
