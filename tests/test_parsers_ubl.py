@@ -188,6 +188,11 @@ def test_fast_ogm_check_agrees_with_stdnum(digits):
     assert is_valid_ogm(digits) == ogm_vcs.is_valid(digits)
 
 
+@pytest.mark.parametrize("digits", ["000000000097", "000000000000", "090933755493", "123456789012"])
+def test_fast_ogm_check_agrees_with_stdnum_at_the_edges(digits):
+    assert is_valid_ogm(digits) == ogm_vcs.is_valid(digits)
+
+
 def test_no_valid_iban_warns_and_keeps_all_accounts():
     data = INVOICE.replace(b"BE71 0961 2345 6769", b"BE71 0961 2345 6760")
     batch = parse(data)
