@@ -37,7 +37,6 @@ from zoneinfo import ZoneInfo
 
 import polars as pl
 from lxml import etree
-from stdnum import iban as stdnum_iban
 from stdnum import iso11649
 from stdnum.be import ogm_vcs
 
@@ -48,6 +47,7 @@ from creditflow.parsers.errors import (
     FileRejected,
     ParseWarning,
 )
+from creditflow.parsers.identifiers import compact_iban
 from creditflow.parsers.statements import (
     INFORMATION_SCHEMA,
     MOVEMENT_SCHEMA,
@@ -185,8 +185,7 @@ def _sign(indicator: str | None, doc: _Doc, xpath: str, el) -> int:
 
 def _compact_account(iban: str | None, other: str | None) -> str | None:
     if iban:
-        compact = stdnum_iban.compact(iban)
-        return compact if stdnum_iban.is_valid(compact, check_country=False) else iban
+        return compact_iban(iban) or iban
     return other
 
 
@@ -288,8 +287,7 @@ class _StatementReader:
         other = doc.text(stmt, "Acct/Id/Othr/Id")
         account_iban = None
         if iban:
-            compact = stdnum_iban.compact(iban)
-            account_iban = compact if stdnum_iban.is_valid(compact, check_country=False) else None
+            account_iban = compact_iban(iban)
             if account_iban is None:
                 self.warn(f"{xpath}/Acct/Id/IBAN", "invalid_iban", f"account IBAN {iban!r} is not valid")
         currency = doc.text(stmt, "Acct/Ccy")

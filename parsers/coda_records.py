@@ -179,10 +179,6 @@ def ogm_display(digits: str) -> str:
     return f"+++{digits[0:3]}/{digits[3:7]}/{digits[7:12]}+++"
 
 
-def ogm_is_valid(digits: str) -> bool:
-    return ogm_vcs.is_valid(digits)
-
-
 def date_text(ddmmyy: str) -> str:
     if len(ddmmyy) == 6 and ddmmyy.isdigit() and ddmmyy != "000000":
         return f"20{ddmmyy[4:6]}-{ddmmyy[2:4]}-{ddmmyy[0:2]}" if int(ddmmyy[4:6]) < 70 else (
@@ -199,7 +195,7 @@ def _generic(table: dict[str, str], comm_type: str, content: str) -> Decoded:
 
 def _embedded_ogm(digits: str) -> tuple[str | None, bool | None]:
     if digits.isdigit() and len(digits) == 12 and digits.strip("0"):
-        return digits, ogm_is_valid(digits)
+        return digits, ogm_vcs.is_valid(digits)
     return None, None
 
 
@@ -213,7 +209,7 @@ def decode_movement(comm_type: str, content: str) -> Decoded:
     if comm_type in ("101", "102"):
         digits = c[0:12]
         if digits.isdigit():
-            return Decoded(ogm_display(digits), digits, ogm_is_valid(digits))
+            return Decoded(ogm_display(digits), digits, ogm_vcs.is_valid(digits))
         return Decoded(squeeze(c), c[0:12].strip() or None, False)
     if comm_type == "100":
         ref = "".join(c[0:25].split()).upper()

@@ -18,7 +18,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date, timedelta
 from decimal import Decimal
 from zoneinfo import ZoneInfo
@@ -28,7 +28,7 @@ import polars as pl
 from creditflow.renderers.spreadsheet import spreadsheet_safe
 from creditflow.reconciliation.match import STAGE_NAMES
 
-BRUSSELS = ZoneInfo("Europe/Brussels")  # paid dates are Brussels business dates
+BRUSSELS = ZoneInfo("Europe/Brussels")  # paid dates are Brussels dates; reconciliation imports no config
 
 SECTIONS = ("matched", "partial_over", "unmatched", "aging", "figures")
 AGING_BUCKETS = ("not_due", "1_30", "31_60", "61_90", "over_90")
