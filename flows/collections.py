@@ -36,7 +36,7 @@ def daily_collections(business_date: str | None = None, max_chunks: int = 100) -
     for _ in range(max_chunks):
         sent = send_task()
         summary.add_dispatch(sent)
-        if sent.sent == 0 and sent.retry_later == 0 and sent.fell_back == 0 and sent.skipped == 0:
+        if not sent.progressed:
             break
     create_markdown_artifact(key="daily-collections", markdown=summary.markdown(),
                              description="First reminders planned, held and sent")

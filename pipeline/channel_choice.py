@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
+from creditflow.ledger import events, outbox
 from creditflow.ledger.models import Delivery, DeliveryState, Invoice
 
 NEEDS: dict[str, tuple[str, ...]] = {
@@ -93,3 +94,22 @@ def contact_failures_for(session: Session, invoice: Invoice) -> set[str]:
     bad = bad_contacts(session, [invoice.creditor_id])
     return excluded_by_history(bad, invoice.creditor_id, {
         "debtor_email": invoice.debtor_email, "debtor_phone": invoice.debtor_phone})
+
+
+def record_no_channel(session: Session, invoice: Invoice, *, purpose: str, tried: Iterable[str] = (),
+                      ruled_out: Iterable[str] = ()) -> str:
+    """Record, as a failed delivery the operator sees, that no channel can reach this debtor;
+    returns "creditor/invoice" for the run's summary."""
+    marker = outbox.ensure_delivery(session, invoice_id=invoice.id, creditor_id=invoice.creditor_id,
+                                    invoice_number=invoice.invoice_number, channel="none", purpose=purpose)
+    tried = list(tried)
+    reason = "no channel can reach this debtor"
+    if tried:
+        reason += f" (tried: {', '.join(tried)})"
+    ruled = sorted(set(ruled_out) - set(tried))
+    if ruled:
+        reason += f" (unavailable or known not to work: {', '.join(ruled)})"
+    outbox.mark_failed(session, marker, reason, transient=False)
+    events.record_event(session, kind="delivery.no_channel", entity="invoice", entity_id=invoice.id,
+                        creditor_id=invoice.creditor_id, tried=tried, ruled_out=ruled)
+    return f"{invoice.creditor_id}/{invoice.invoice_number}"

@@ -32,14 +32,16 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 
-from sqlalchemy import and_, exists, select
+from sqlalchemy import exists, select
 from sqlalchemy.orm import Session
 
 from creditflow.config.settings import BRUSSELS
 from creditflow.ledger import events, outbox
 from creditflow.ledger.invoices import find_invoices
 from creditflow.ledger.models import Delivery, DeliveryState, Event, Invoice, InvoiceState
-from creditflow.pipeline.channel_choice import bad_contacts, excluded_by_history, next_channel
+from creditflow.pipeline.channel_choice import (
+    bad_contacts, excluded_by_history, next_channel, record_no_channel,
+)
 from creditflow.pipeline.render import invoice_mapping
 from creditflow.pipeline.runtime import Runtime
 from creditflow.renderers.links import sign_payment_link
@@ -181,11 +183,8 @@ def plan_reminders(rt: Runtime, *, today: date, limit: int = 10_000) -> Reminder
                 ruled_out += excluded_by_history(bad, creditor_id, debtor)
                 channel = next_channel(profile.channels, debtor, tried=ruled_out)
                 if channel is None:
-                    from creditflow.pipeline.dispatch import DispatchOutcome, _no_channel
-
-                    lost = DispatchOutcome()
-                    _no_channel(session, invoice, lost, tried=[], ruled_out=ruled_out, purpose=REMINDER_1)
-                    result.no_channel += lost.no_channel
+                    result.no_channel.append(
+                        record_no_channel(session, invoice, purpose=REMINDER_1, ruled_out=ruled_out))
                     continue
                 outbox.ensure_delivery(session, invoice_id=invoice.id, creditor_id=creditor_id,
                                        invoice_number=invoice.invoice_number, channel=channel,
@@ -264,7 +263,7 @@ def run_collections(rt: Runtime, *, today: date | None = None, now: datetime | N
     for _ in range(max_chunks):
         sent = dispatch.dispatch_due(rt, limit=rt.settings.dispatch_chunk_size, now=now)
         summary.add_dispatch(sent)
-        if sent.sent == 0 and sent.retry_later == 0 and sent.fell_back == 0 and sent.skipped == 0:
+        if not sent.progressed:
             break
     return summary
 

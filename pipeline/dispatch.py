@@ -38,13 +38,14 @@ from creditflow.pipeline.channel_choice import (
     contact_failures_for,
     excluded_by_history,
     next_channel,
+    record_no_channel,
 )
 from creditflow.pipeline.render import document_for, invoice_mapping
 from creditflow.pipeline.runtime import Runtime
 from creditflow.renderers import texts
 from creditflow.renderers.messages import Message
 
-INITIAL = "initial"
+INITIAL = collections.INITIAL
 MAX_TRANSIENT_ATTEMPTS = 5
 # Providers that report back with our key: an orphaned "sending" row waits for their report.
 REPORTING_PROVIDERS = frozenset({"sendgrid", "sms-http"})
@@ -113,6 +114,11 @@ class DispatchOutcome:
     no_channel: list[str] = field(default_factory=list)
     by_channel: dict[str, int] = field(default_factory=dict)
 
+    @property
+    def progressed(self) -> bool:
+        """Did this chunk move any delivery on? If not, another chunk would find the same."""
+        return bool(self.sent or self.retry_later or self.fell_back or self.skipped)
+
 
 def backoff(attempt: int) -> timedelta:
     """Exponential backoff with jitter: ~1, 2, 4, 8… minutes, capped at an hour."""
@@ -134,7 +140,8 @@ def plan_initial(rt: Runtime, *, limit: int) -> DispatchOutcome:
             ruled_out += excluded_by_history(bad, invoice.creditor_id, debtor)
             channel = next_channel(profile.channels, debtor, tried=ruled_out)
             if channel is None:
-                _no_channel(session, invoice, result, tried=[], ruled_out=ruled_out)
+                result.no_channel.append(
+                    record_no_channel(session, invoice, purpose=INITIAL, ruled_out=ruled_out))
                 continue
             outbox.ensure_delivery(session, invoice_id=invoice.id, creditor_id=invoice.creditor_id,
                                    invoice_number=invoice.invoice_number, channel=channel, purpose=INITIAL)
@@ -373,10 +380,9 @@ def _fall_back(rt: Runtime, session, delivery: Delivery) -> _Done:
     ruled_out += contact_failures_for(session, invoice)
     following = next_channel(profile.channels, invoice_mapping(invoice), tried=tried + ruled_out)
     if following is None:
-        outcome = DispatchOutcome()
-        _no_channel(session, invoice, outcome, tried=tried, ruled_out=ruled_out,
-                    purpose=delivery.purpose)
-        return _Done(delivery.channel, "no_channel", invoice=outcome.no_channel[0])
+        lost = record_no_channel(session, invoice, purpose=delivery.purpose, tried=tried,
+                                 ruled_out=ruled_out)
+        return _Done(delivery.channel, "no_channel", invoice=lost)
     outbox.ensure_delivery(session, invoice_id=invoice.id, creditor_id=invoice.creditor_id,
                            invoice_number=invoice.invoice_number, channel=following,
                            purpose=delivery.purpose)
@@ -388,23 +394,6 @@ def _fall_back(rt: Runtime, session, delivery: Delivery) -> _Done:
 def fall_back_after_bounce(rt: Runtime, session, delivery: Delivery) -> str | None:
     """For delivery feedback: the next channel planned after a bounce (None: operator told)."""
     return _fall_back(rt, session, delivery).following
-
-
-def _no_channel(session, invoice, result: DispatchOutcome, *, tried: list[str],
-                ruled_out: list[str] | set[str] = (), purpose: str = INITIAL) -> None:
-    """Record, as a failed delivery the operator sees, that no channel can reach this debtor."""
-    marker = outbox.ensure_delivery(session, invoice_id=invoice.id, creditor_id=invoice.creditor_id,
-                                    invoice_number=invoice.invoice_number, channel="none", purpose=purpose)
-    reason = "no channel can reach this debtor"
-    if tried:
-        reason += f" (tried: {', '.join(tried)})"
-    ruled = sorted(set(ruled_out) - set(tried))
-    if ruled:
-        reason += f" (unavailable or known not to work: {', '.join(ruled)})"
-    outbox.mark_failed(session, marker, reason, transient=False)
-    events.record_event(session, kind="delivery.no_channel", entity="invoice", entity_id=invoice.id,
-                        creditor_id=invoice.creditor_id, tried=tried, ruled_out=ruled)
-    result.no_channel.append(f"{invoice.creditor_id}/{invoice.invoice_number}")
 
 
 def flush_post(rt: Runtime, day: date) -> list:

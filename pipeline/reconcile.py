@@ -18,7 +18,6 @@ with the same idempotency key (not sent again).
 from __future__ import annotations
 
 import hashlib
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -28,7 +27,7 @@ from sqlalchemy import select
 
 from creditflow.config.settings import BRUSSELS
 from creditflow.ledger import payments
-from creditflow.ledger.models import BankMovement, Invoice
+from creditflow.ledger.models import BankMovement
 from creditflow.parsers.camt053 import Camt053Parser
 from creditflow.parsers.coda import CodaParser
 from creditflow.parsers.errors import ParseError

@@ -116,14 +116,9 @@ def park_statement(rt: Runtime, creditor_id: str, name: str, file_id: int, *,
             events.record_event(session, kind=PARKED_EVENT, entity="file", entity_id=file_id,
                                 creditor_id=creditor_id, name=name, stored_name=target,
                                 location=store.describe(STATEMENTS, target), **extra)
-    try:
-        return store.move(INBOX, name, STATEMENTS, target)
-    except AlreadyClaimed:
-        return None
-    except (StoreError, FileNotFoundError):
-        if not store.exists(INBOX, name):
-            return None
-        raise
+    from creditflow.pipeline.intake import _move_or_none  # intake imports this module
+
+    return _move_or_none(store, INBOX, name, STATEMENTS, target)
 
 
 def _parked_detail(session, file_id: int) -> dict | None:
@@ -379,7 +374,7 @@ def _refuse(rt: Runtime, area: str, name: str, owner: str, code: str, reason: st
         events.record_event(session, kind="file.duplicate" if state == "duplicate" else "file.refused",
                             entity="file" if file_id else "inbox",
                             entity_id=file_id or intake._seen_key(area, name),
-                            creditor_id=None if owner.startswith("_") else owner,
+                            creditor_id=intake._event_creditor(owner),
                             area=area, name=name, code=code, reason=reason, kept=kept)
     return intake.FileOutcome(owner, name, state, file_id, reason=f"{code}: {reason}",
                               error_report=report_path, archived_to=kept)
