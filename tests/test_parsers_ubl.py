@@ -727,3 +727,14 @@ def test_generated_group_reader_equals_xpath_normalize_space(reader_name):
         assert reader(root) == expected, etree.tostring(root)
         found += sum(value is not None for value in expected.values())
     assert found > 300 * len(reader.fields) // 10  # the random trees do reach the fields
+
+
+def test_blank_removal_keeps_every_value_a_field_can_hold():
+    """The hardened parser drops indentation between elements; a leaf's own blanks, text beside
+    text and base64 with line breaks are content and stay."""
+    root = parse_xml(b"<a>\n  <leaf>  </leaf>\n  <mixed>x <b>y</b> z</mixed>\n"
+                     b"  <b64>QUJD\n  REVG</b64>\n</a>", source="blank.xml")
+    assert root.text is None and all(child.tail is None for child in root)
+    assert root.find("leaf").text == "  "
+    assert etree.XPath("string(mixed)")(root) == "x y z"
+    assert root.find("b64").text == "QUJD\n  REVG"
