@@ -488,15 +488,24 @@ _SUBTOTAL_READER = _Fields((
     ("reason_code", "cac:TaxCategory/cbc:TaxExemptionReasonCode"),
     ("reason", "cac:TaxCategory/cbc:TaxExemptionReason"),
 ))
-_LINE_READER = _Fields((
-    ("line_id", "cbc:ID"),
-    ("quantity", "cbc:InvoicedQuantity|cbc:CreditedQuantity"),
-    ("unit", "cbc:InvoicedQuantity/@unitCode|cbc:CreditedQuantity/@unitCode"),
-    ("amount", "cbc:LineExtensionAmount"),
-    ("item", "cac:Item/cbc:Name"),
-    ("category", "cac:Item/cac:ClassifiedTaxCategory/cbc:ID"),
-    ("percent", "cac:Item/cac:ClassifiedTaxCategory/cbc:Percent"),
-))
+
+
+def _line_fields(quantity: str) -> tuple[tuple[str, str], ...]:
+    """An InvoiceLine holds InvoicedQuantity, a CreditNoteLine CreditedQuantity (the UBL schemas):
+    one reader per document type, so the quantity is one path and not a union of two."""
+    return (
+        ("line_id", "cbc:ID"),
+        ("quantity", quantity),
+        ("unit", f"{quantity}/@unitCode"),
+        ("amount", "cbc:LineExtensionAmount"),
+        ("item", "cac:Item/cbc:Name"),
+        ("category", "cac:Item/cac:ClassifiedTaxCategory/cbc:ID"),
+        ("percent", "cac:Item/cac:ClassifiedTaxCategory/cbc:Percent"),
+    )
+
+
+_INVOICE_LINE_READER = _Fields(_line_fields("cbc:InvoicedQuantity"))
+_CREDIT_NOTE_LINE_READER = _Fields(_line_fields("cbc:CreditedQuantity"))
 
 LINE_SCHEMA: dict[str, pl.DataType] = {
     "source_row": pl.Int64,
@@ -846,10 +855,10 @@ class UblParser:
         try:
             for number, (name, data) in enumerate(items, start=1):
                 reader.read_bytes(name, data, number)
+            return reader.batch()
         finally:
             if collecting:
                 gc.enable()
-        return reader.batch()
 
     def extract(self, data: bytes, *, source: str) -> "UblDocument":
         """What we read from one document BEFORE the shared validation (for tools and tests):
@@ -1201,8 +1210,9 @@ class UblDocument:
     def _lines(self, number: str | None, elements: list) -> list[tuple]:
         lines = []
         credit = self.document_type != "invoice"
+        read = _CREDIT_NOTE_LINE_READER.read if credit else _INVOICE_LINE_READER.read
         for index, element in enumerate(elements, start=1):
-            line = _LINE_READER.read(element)
+            line = read(element)
             get = line.get
             quantity = get("quantity")
             if quantity is not None and not _is_decimal(quantity):

@@ -667,7 +667,8 @@ def _random_tree(rng: random.Random, trie: dict, attributes: list[str], tag: str
 
 
 @pytest.mark.parametrize("reader_name", ["_DOC_READER", "_CUSTOMER_READER", "_PM_READER",
-                                         "_LINE_READER", "_SUBTOTAL_READER"])
+                                         "_INVOICE_LINE_READER", "_CREDIT_NOTE_LINE_READER",
+                                         "_SUBTOTAL_READER"])
 def test_fast_field_reader_equals_xpath_normalize_space(reader_name):
     reader = getattr(ubl_module, reader_name)
     trie: dict = {}
@@ -699,7 +700,8 @@ def test_fast_field_reader_equals_xpath_normalize_space(reader_name):
 
 
 @pytest.mark.parametrize("reader_name", ["_DOC_READER", "_CUSTOMER_READER", "_PM_READER",
-                                         "_LINE_READER", "_SUBTOTAL_READER"])
+                                         "_INVOICE_LINE_READER", "_CREDIT_NOTE_LINE_READER",
+                                         "_SUBTOTAL_READER"])
 def test_generated_group_reader_equals_xpath_normalize_space(reader_name):
     """The straight-line function `_Fields` generates (shared ObjectPath nodes for an element and
     its attribute) gives, as one dict, exactly what each field's XPath gives."""
