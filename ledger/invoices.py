@@ -19,10 +19,9 @@ from sqlalchemy import any_, bindparam, func, select, text, update
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
-from stdnum.be import ogm_vcs
-from stdnum.iso7064 import mod_97_10
 
 from creditflow.ledger.models import Invoice, InvoiceState, ReferenceKind, utcnow
+from creditflow.ogm_rf import OGM_BASE_MAX, ogm_from_base, rf_from_base
 from creditflow.parsers.schema import INVOICE_COLUMNS
 
 _LOOKUP_CHUNK = 50_000
@@ -180,25 +179,14 @@ def _insert_sqlite(session: Session, frame: pl.DataFrame, created_at, kind: str 
     return ids
 
 
-def _ogm(base: int) -> str:
-    digits = f"{base % 10**10:010d}"
-    return digits + ogm_vcs.calc_check_digits(digits)
-
-
-def _rf(base: int) -> str:
-    body = str(base)
-    return "RF" + mod_97_10.calc_check_digits(body + "RF") + body
-
-
 def generated_reference(invoice_id: int, kind: str, attempt: int = 0) -> str:
     """The reference an invoice gets when its creditor sent none: a function of its id only."""
     base = invoice_id + attempt * _ALTERNATIVE_STEP
     if kind == ReferenceKind.OGM:
-        if base % 10**10 == 0:  # all zeros is not a valid OGM
-            base += 1
-        return _ogm(base)
+        base %= OGM_BASE_MAX + 1  # an OGM holds the last ten digits
+        return ogm_from_base(base or 1)  # base 0 skipped, as always: 000000000097 is zeros but the check
     if kind == ReferenceKind.RF:
-        return _rf(base)
+        return rf_from_base(str(base))
     raise ValueError(f"unknown reference kind {kind!r}: expected 'ogm' or 'rf'")
 
 

@@ -40,6 +40,7 @@ from lxml import etree
 from stdnum import iso11649
 from stdnum.be import ogm_vcs
 
+from creditflow.ogm_rf import STATEMENT_REFERENCE_SEPARATORS
 from creditflow.parsers.errors import (
     MALFORMED,
     NOT_THIS_FORMAT,
@@ -61,7 +62,9 @@ BRUSSELS = ZoneInfo("Europe/Brussels")  # parsers may not import config; same zo
 FORMAT = "camt053"
 _NS_RE = re.compile(r"^urn:iso:std:iso:20022:tech:xsd:camt\.053\.001\.(\d{2})$")
 _NS_PREFIX = "urn:iso:std:iso:20022:tech:xsd:camt.053."
+# Stricter than reconciliation's OGM_IN_TEXT: a match becomes the movement's reference, so it must be framed.
 _OGM_IN_TEXT = re.compile(r"(?:\+\+\+|\*\*\*)\s*(\d{3})\s*/\s*(\d{4})\s*/\s*(\d{5})\s*(?:\+\+\+|\*\*\*)")
+_REFERENCE_SEPARATORS = re.compile(STATEMENT_REFERENCE_SEPARATORS)
 _MILLI = Decimal(1000)
 
 # Codes of typed problems (FileRejected / ParseWarning)
@@ -192,7 +195,7 @@ def _compact_account(iban: str | None, other: str | None) -> str | None:
 def _reference(ref: str, issuer: str | None) -> tuple[str, str, bool | None]:
     """(communication_type, structured_reference, reference_valid) for a CdtrRefInf/Ref."""
     issuer = (issuer or "").strip().upper()
-    compact = re.sub(r"[\s+*/.-]", "", ref)
+    compact = _REFERENCE_SEPARATORS.sub("", ref)
     if issuer == "BBA" or (not issuer and compact.isdigit() and len(compact) == 12):
         return "BBA", compact, compact.isdigit() and ogm_vcs.is_valid(compact)
     if issuer == "ISO" or compact.upper().startswith("RF"):

@@ -63,6 +63,7 @@ from stdnum import iso11649, numdb, vatin
 from stdnum.be import ogm_vcs
 from stdnum.be import vat as be_vat
 
+from creditflow.ogm_rf import WRITTEN_OGM_SEPARATORS, ogm_is_valid, strip_written_ogm
 from creditflow.parsers.errors import RowError
 from creditflow.parsers.schema import INVOICE_SCHEMA, MAPPED_FIELDS, ROW_ERROR_COLUMNS
 
@@ -522,24 +523,19 @@ def _iban_slow(value: str, region: str) -> str:
 
 
 def _ogm_fast(frame: pl.DataFrame) -> pl.Series:
-    """stdnum.be.ogm_vcs in polars: 12 digits, check = first ten mod 97 (0 -> 97)."""
-    compact, body = pl.col("_compact"), pl.col("_body")
+    """The compact OGM where the written one is valid; RF references are left to the slow path."""
+    compact = pl.col("_compact")
     return _staged(
         frame,
-        {"_compact": pl.col("structured_reference").str.replace_all(r"[+*/\s]", "")},
-        {"_body": compact.str.slice(0, 10).cast(pl.Int64, strict=False),
-         "_check": compact.str.slice(10, 2).cast(pl.Int64, strict=False)},
-        {"_ok": pl.when(
-            (compact.str.contains(r"^[0-9]{12}$")
-             & (pl.col("_check") == pl.when(body % 97 == 0).then(97).otherwise(body % 97))
-             ).fill_null(False)).then(compact)},
+        {"_compact": pl.col("structured_reference").str.replace_all(WRITTEN_OGM_SEPARATORS, "")},
+        {"_ok": pl.when(ogm_is_valid(compact)).then(compact)},
     )
 
 
 def _reference_slow(value: str, region: str) -> str:
     if re.sub(r"\s", "", value)[:2].upper() == "RF":
         return iso11649.validate(value)
-    return ogm_vcs.validate(re.sub(r"[*\s]", "", value))
+    return ogm_vcs.validate(strip_written_ogm(value))
 
 
 def _be_vat_fast(frame: pl.DataFrame) -> pl.Series:

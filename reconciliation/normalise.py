@@ -1,10 +1,9 @@
 """Shared keys for the matching cascade: references, IBANs, names and amounts in comparable form.
 
 Everything here is a polars expression or a frame-to-frame function, so a stage costs a few vectorised
-passes over a million rows instead of a Python loop. The OGM check (10-digit base mod 97, 0 written
-as 97) is computed on the integer base in polars; it is the same rule as `stdnum.be.ogm_vcs`, which
-the tests hold it to. RF (ISO 11649) candidates are rare and only checked after they have met an open
-invoice's reference, so that check stays with python-stdnum.
+passes over a million rows instead of a Python loop. The OGM check is `creditflow.ogm_rf.ogm_is_valid`,
+the vectorised twin of `stdnum.be.ogm_vcs` that validation uses too. RF (ISO 11649) candidates are rare
+and only checked after they have met an open invoice's reference, so that check stays with python-stdnum.
 """
 
 from __future__ import annotations
@@ -12,6 +11,9 @@ from __future__ import annotations
 import polars as pl
 from stdnum import iso11649
 
+from creditflow.ogm_rf import STATEMENT_REFERENCE_SEPARATORS, ogm_is_valid
+
+# Looser than camt053's _OGM_IN_TEXT (which needs +++/***): mere candidates; mod 97 and open invoices decide.
 OGM_IN_TEXT = r"(?:^|[^0-9])\d{3}[ ./+*-]{0,3}\d{4}[ ./+*-]{0,3}\d{5}\d*"
 """A 12-digit OGM as payers type it: `+++123/4567/89012+++`, `***…***`, spaces, dots, dashes or bare.
 
@@ -39,7 +41,8 @@ def iban_key(account: pl.Expr) -> pl.Expr:
 
 def reference_key(reference: pl.Expr) -> pl.Expr:
     """Compact form of a structured reference: upper case, without spaces, `+`, `*`, `/`, `.` or `-`."""
-    key = _only_if(reference, r"[^0-9A-Z]", reference.str.replace_all(r"[\s+*/.-]", "").str.to_uppercase())
+    compact = reference.str.replace_all(STATEMENT_REFERENCE_SEPARATORS, "").str.to_uppercase()
+    key = _only_if(reference, r"[^0-9A-Z]", compact)
     return pl.when(key.str.len_chars() > 0).then(key)
 
 
@@ -54,14 +57,6 @@ def _only_if(value: pl.Expr, needs: str, cleaned: pl.Expr) -> pl.Expr:
     """`cleaned` only where `value` contains a character matching `needs`: ledger values are mostly
     clean already, and one regex test is 3x cheaper than replace + upper on a million rows."""
     return pl.when(value.str.contains(needs)).then(cleaned).otherwise(value)
-
-
-def ogm_is_valid(digits: pl.Expr) -> pl.Expr:
-    """True when a 12-digit string carries valid OGM check digits (vectorised mod 97 on the base)."""
-    base_mod = digits.str.slice(0, 10).cast(pl.Int64, strict=False) % 97
-    check = digits.str.slice(10, 2).cast(pl.Int64, strict=False)
-    expected = pl.when(base_mod == 0).then(pl.lit(97, pl.Int64)).otherwise(base_mod)
-    return digits.str.contains(r"^[0-9]{12}$") & (expected == check)
 
 
 def ogm_candidates(frame: pl.DataFrame, text: str = "communication") -> pl.DataFrame:

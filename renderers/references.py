@@ -1,9 +1,10 @@
 """Payment references: Belgian OGM/VCS and ISO 11649 RF creditor references.
 
 The reference is what reconciliation matches a bank movement on, so a wrong check digit here means a
-payment nobody can allocate. All arithmetic is python-stdnum's; this module only decides which
-spellings a human may type (`+++…+++`, `***…***`, spaces, slashes, lower-case `rf`) and names the
-problem precisely when the text is not a reference.
+payment nobody can allocate. The arithmetic is python-stdnum's, through `creditflow.ogm_rf`, which the
+ledger's generated references use too; this module only decides which spellings a human may type
+(`+++…+++`, `***…***`, spaces, slashes, lower-case `rf`) and names the problem precisely when the
+text is not a reference.
 """
 
 from __future__ import annotations
@@ -13,14 +14,11 @@ from typing import Literal
 from stdnum import iso11649
 from stdnum.be import ogm_vcs
 from stdnum.exceptions import InvalidChecksum, InvalidLength, ValidationError
-from stdnum.iso7064 import mod_97_10
+
+from creditflow import ogm_rf
+from creditflow.ogm_rf import OGM_BASE_MAX, RF_BODY_MAX_LEN, strip_written_ogm
 
 ReferenceKind = Literal["ogm", "rf"]
-
-OGM_BASE_MAX = 9_999_999_999
-"""An OGM carries a 10-digit base followed by 2 check digits."""
-
-_RF_BASE_MAX_LEN = 21  # "RF" + 2 check digits + at most 21 characters = 25
 
 
 class ReferenceError(ValueError):  # noqa: A001 - the name the renderers' callers use
@@ -35,11 +33,13 @@ class ReferenceError(ValueError):  # noqa: A001 - the name the renderers' caller
 
 
 def ogm_from_base(base: int) -> str:
-    """The 12-digit OGM for a 10-digit base (check = base mod 97, 97 when that is 0)."""
-    if isinstance(base, bool) or not isinstance(base, int) or not 0 <= base <= OGM_BASE_MAX:
-        raise ReferenceError(str(base), "invalid_base", "OGM base must be an integer 0..9999999999")
-    digits = f"{base:010d}"
-    return digits + ogm_vcs.calc_check_digits(digits)
+    """The 12-digit OGM for a 10-digit base: `ogm_rf`'s rule, failing with the ReferenceError (code
+    `invalid_base`) that the renderers' callers report."""
+    try:
+        return ogm_rf.ogm_from_base(base)
+    except ValueError:
+        reason = f"OGM base must be an integer 0..{OGM_BASE_MAX}"
+        raise ReferenceError(str(base), "invalid_base", reason) from None
 
 
 def format_ogm(ogm: str) -> str:
@@ -51,11 +51,15 @@ def format_ogm(ogm: str) -> str:
 
 
 def rf_from_base(base: str) -> str:
-    """An ISO 11649 reference for a creditor's own alphanumeric reference (e.g. an invoice id)."""
-    cleaned = "".join(base.split()).upper()
-    if not cleaned or len(cleaned) > _RF_BASE_MAX_LEN or not cleaned.isascii() or not cleaned.isalnum():
-        raise ReferenceError(base, "invalid_base", "RF base must be 1..21 letters or digits")
-    return "RF" + mod_97_10.calc_check_digits(cleaned + "RF") + cleaned
+    """An ISO 11649 reference for a creditor's own alphanumeric reference (e.g. an invoice id).
+
+    Blanks and lower case, as a person types them, are forgiven here; the arithmetic is `ogm_rf`'s.
+    """
+    try:
+        return ogm_rf.rf_from_base("".join(base.split()).upper())
+    except ValueError:
+        reason = f"RF base must be 1..{RF_BODY_MAX_LEN} letters or digits"
+        raise ReferenceError(base, "invalid_base", reason) from None
 
 
 def format_rf(rf: str) -> str:
@@ -75,7 +79,7 @@ def normalise_reference(text: str) -> tuple[ReferenceKind, str]:
     """Classify and compact a reference typed by a creditor or a payer.
 
     Returns ("ogm", 12 digits) or ("rf", upper-case compact RF); anything else raises ReferenceError.
-    The `***…***` spelling is stripped here because stdnum's OGM compaction only knows `+ /`.
+    The OGM spellings are `ogm_rf.WRITTEN_OGM_SEPARATORS`, the ones billing-file validation accepts.
     """
     if text is None or not str(text).strip():
         raise ReferenceError("" if text is None else str(text), "empty", "no reference given")
@@ -86,7 +90,7 @@ def normalise_reference(text: str) -> tuple[ReferenceKind, str]:
             return "rf", iso11649.validate(squeezed).upper()
         except ValidationError as exc:
             raise ReferenceError(raw, _code(exc), f"not a valid ISO 11649 RF reference ({exc})") from None
-    candidate = squeezed.replace("*", "").replace("+", "").replace("/", "")
+    candidate = strip_written_ogm(squeezed)
     if not candidate.isdigit():
         raise ReferenceError(raw, "invalid_format", "neither an OGM (12 digits) nor an RF reference")
     try:

@@ -379,6 +379,16 @@ def test_assign_rf_references(stocked):
         invoices.generated_reference(1, "iban")
 
 
+def test_generated_references_come_from_the_id_alone():
+    assert invoices.generated_reference(909337554, "ogm") == "090933755493"
+    assert invoices.generated_reference(10**10 + 909337554, "ogm") == "090933755493"  # the last ten digits
+    assert invoices.generated_reference(10**10, "ogm") == "000000000101"  # base 0 is stepped over to 1
+    alternative = f"{7 + 10**9:010d}"
+    check = ogm_vcs.calc_check_digits(alternative)
+    assert invoices.generated_reference(7, "ogm", attempt=1) == alternative + check
+    assert invoices.generated_reference(539007547034, "rf") == "RF18539007547034"
+
+
 def test_render_queue_and_mark_rendered(stocked):
     factory, file_id = stocked
     with db.transaction(factory) as session:
