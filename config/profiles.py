@@ -20,6 +20,7 @@ from stdnum import vatin as stdnum_vatin
 from stdnum.exceptions import ValidationError as StdnumError
 
 from creditflow.config.errors import ProfileError
+from creditflow.config.ids import is_creditor_id
 from creditflow.config.stores import StoreConfig
 
 Language = Literal["nl", "fr", "en", "de"]
@@ -48,8 +49,6 @@ MAPPABLE_FIELDS: dict[str, bool] = {
 }
 """The fields a creditor's CSV columns can be mapped to. Mirrors the canonical invoice columns of
 `creditflow.parsers.schema` (tests/test_config.py keeps the two in step)."""
-
-_SAFE_ID = re.compile(r"^[a-z0-9][a-z0-9-]{1,62}$")
 
 
 class _Strict(BaseModel):
@@ -150,7 +149,7 @@ class CreditorProfile(_Strict):
     @field_validator("id")
     @classmethod
     def _id(cls, value: str) -> str:
-        if not _SAFE_ID.match(value):
+        if not is_creditor_id(value):
             raise ValueError("must be 2-63 lower case letters, digits or dashes (it names folders)")
         return value
 

@@ -12,19 +12,16 @@ from functools import lru_cache
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-import re
-
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from creditflow.config.ids import is_bank_area_name
 from creditflow.config.stores import StoreConfig
 
 BRUSSELS = ZoneInfo("Europe/Brussels")
 """Business dates (issue, due, paid) are Brussels dates; timestamps are stored in UTC."""
 
 DEFAULT_BANK_AREA = "_bank"
-# A leading underscore: creditor ids match ^[a-z0-9][a-z0-9-]{1,62}$, so an area name never equals one.
-_BANK_AREA_NAME = re.compile(r"^_[a-z0-9][a-z0-9-]{1,61}$")
 
 
 class Settings(BaseSettings):
@@ -79,9 +76,10 @@ class Settings(BaseSettings):
     @classmethod
     def _bank_area_names(cls, value: dict[str, StoreConfig] | None) -> dict[str, StoreConfig] | None:
         for name, store in (value or {}).items():
-            if not _BANK_AREA_NAME.match(name):
-                raise ValueError(f"bank area name {name!r} must match {_BANK_AREA_NAME.pattern} "
-                                 "(the leading '_' keeps it apart from creditor ids)")
+            if not is_bank_area_name(name):
+                raise ValueError(f"bank area name {name!r} must be '_' and a creditor-id-shaped name "
+                                 "(lower case letters, digits and dashes, 63 characters at most; "
+                                 "the leading '_' keeps it apart from creditor ids)")
             where = store.prefix if store.kind == "s3" else store.root
             if where is not None and "{creditor_id}" in where:
                 raise ValueError(f"bank area {name}: a bank area serves every creditor; "

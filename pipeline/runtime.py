@@ -15,7 +15,7 @@ from creditflow.config.stores import StoreConfig
 from creditflow.ledger import db
 from creditflow.ledger.files import upsert_creditor
 from creditflow.stores.base import INBOX, FileStore
-from creditflow.stores.factory import store_from_config
+from creditflow.stores.factory import store_for_area, store_from_config
 
 _DEFAULT_STORE = StoreConfig()
 
@@ -54,15 +54,14 @@ class Runtime:
 
     def bank_store(self, area: str) -> FileStore:
         """Our own bank area `area` (statements for any creditor's account), built once like a
-        creditor's. Its root/prefix is concrete (Settings.resolved_bank_areas), so the id given to
-        the factory only passes its id check; the name's leading '_' keeps the cache key apart."""
+        creditor's and cached beside them: the name's leading '_' keeps it apart from every id."""
         with self._stores_lock:
             store = self._stores.get(area)
             if store is None:
                 cfg = self.settings.resolved_bank_areas.get(area)
-                if cfg is None or not area.startswith("_"):
+                if cfg is None:
                     raise KeyError(f"no bank area {area!r}")
-                store = store_from_config(cfg, area.removeprefix("_"), settings=self.settings)
+                store = store_for_area(cfg, area, settings=self.settings)
                 self._stores[area] = store
             return store
 

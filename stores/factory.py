@@ -1,27 +1,31 @@
-"""Build a creditor's file store from its `store:` config block (creditflow.config.stores).
+"""Build a file store from a `store:` config block (creditflow.config.stores).
 
-A creditor profile names where its area lives: a local folder, a folder on
-an SFTP server, or a prefix in an S3 bucket. Secrets are never part of that config: it names the
-environment variables that hold them, so a YAML file in git or a config dump in a log carries no
-password. The SFTP and S3 modules are imported only when such a store is built, so the embedded
-(local) setup does not pay for paramiko or boto3.
+A creditor profile names where its area lives: a local folder, a folder on an SFTP server, or a
+prefix in an S3 bucket; `{creditor_id}` in its root/prefix becomes the creditor's id. Our own bank
+areas ("_bank", Settings.bank_areas) serve every creditor, so they have no id to fill in: they are
+built by `store_for_area` under their own name, never under a made-up creditor id.
+
+Secrets are never part of that config: it names the environment variables that hold them, so a YAML
+file in git or a config dump in a log carries no password. The SFTP and S3 modules are imported only
+when such a store is built, so the embedded (local) setup does not pay for paramiko or boto3.
 """
 
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydantic import SecretStr
 
+from creditflow.config.ids import is_bank_area_name, is_creditor_id
 from creditflow.config.stores import StoreConfig
 from creditflow.stores.base import AlreadyClaimed, FileStore, StoreError, StoreUnavailable
 from creditflow.stores.local import LocalStore
 
-__all__ = ["AlreadyClaimed", "StoreConfig", "StoreConfigError", "StoreUnavailable", "store_from_config"]
+__all__ = ["AlreadyClaimed", "StoreConfig", "StoreConfigError", "StoreUnavailable", "store_for_area",
+           "store_from_config"]
 # AlreadyClaimed, StoreUnavailable and StoreConfig are re-exported: older imports name this module.
 
 if TYPE_CHECKING:
@@ -29,10 +33,7 @@ if TYPE_CHECKING:
 
 
 class StoreConfigError(StoreError, ValueError):
-    """The store config cannot be turned into a store (missing environment variable, bad id)."""
-
-
-_CREDITOR_ID = re.compile(r"^[a-z0-9][a-z0-9-]{1,62}$")
+    """The store config cannot be turned into a store (missing environment variable, bad name)."""
 
 
 def _secret(env: Mapping[str, str], name: str | None) -> SecretStr | None:
@@ -53,19 +54,50 @@ def store_from_config(
     s3_client: Any = None,
 ) -> FileStore:
     """The store of `creditor_id`'s area. Nothing connects yet: SFTP and S3 connect on first use."""
-    if not _CREDITOR_ID.match(creditor_id):
+    if not is_creditor_id(creditor_id):
         raise StoreConfigError(f"creditor id {creditor_id!r} is not a safe id")
+    return _build(cfg, creditor_id, settings=settings, env=env, s3_client=s3_client)
+
+
+def store_for_area(
+    cfg: StoreConfig,
+    area: str,
+    *,
+    settings: Settings | None = None,
+    env: Mapping[str, str] | None = None,
+    s3_client: Any = None,
+) -> FileStore:
+    """The store of our own bank area `area` ("_name"). It serves every creditor, so `{creditor_id}`
+    in its root/prefix is refused (Settings refuses it too); without a root/prefix it lives under
+    its own name, as Settings.resolved_bank_areas places it."""
+    if not is_bank_area_name(area):
+        raise StoreConfigError(f"bank area name {area!r} is not '_' followed by a safe id")
+    where = cfg.prefix if cfg.kind == "s3" else cfg.root
+    if where is not None and "{creditor_id}" in where:
+        raise StoreConfigError(f"bank area {area}: its root/prefix cannot contain {{creditor_id}}")
+    return _build(cfg, area, settings=settings, env=env, s3_client=s3_client)
+
+
+def _build(
+    cfg: StoreConfig,
+    name: str,
+    *,
+    settings: Settings | None,
+    env: Mapping[str, str] | None,
+    s3_client: Any,
+) -> FileStore:
+    """`name` is already checked: it fills `{creditor_id}` and is the default folder/prefix."""
     env = os.environ if env is None else env
 
     if cfg.kind == "local":
         if cfg.root is not None:
-            root = Path(cfg.root.format(creditor_id=creditor_id))
+            root = Path(cfg.root.format(creditor_id=name))
         else:
             if settings is None:
                 from creditflow.config.settings import get_settings
 
                 settings = get_settings()
-            root = settings.resolved_dropzone_dir / creditor_id
+            root = settings.resolved_dropzone_dir / name
         return LocalStore(root)
 
     if cfg.kind == "sftp":
@@ -76,7 +108,7 @@ def store_from_config(
             cfg.host or "",
             cfg.port,
             cfg.username or "",
-            root=(cfg.root or "{creditor_id}").format(creditor_id=creditor_id),
+            root=(cfg.root or "{creditor_id}").format(creditor_id=name),
             password=_secret(env, cfg.password_env),
             key_path=cfg.key_path,
             key_passphrase=_secret(env, cfg.key_passphrase_env),
@@ -89,7 +121,7 @@ def store_from_config(
 
     return S3Store(
         cfg.bucket or "",
-        (cfg.prefix if cfg.prefix is not None else "{creditor_id}").format(creditor_id=creditor_id),
+        (cfg.prefix if cfg.prefix is not None else "{creditor_id}").format(creditor_id=name),
         client=s3_client,
         endpoint_url=cfg.endpoint_url,
         region=cfg.region,

@@ -10,6 +10,7 @@ from pydantic import ValidationError
 
 from creditflow.cli import main
 from creditflow.config import ProfileError, Settings, load_profile, load_profiles
+from creditflow.config.ids import is_bank_area_name, is_creditor_id
 from creditflow.config.profiles import MAPPABLE_FIELDS
 from creditflow.parsers.schema import INVOICE_COLUMNS, MAPPED_FIELDS
 
@@ -90,6 +91,31 @@ def test_duplicate_creditor_ids_are_refused(tmp_path):
     with pytest.raises(ProfileError) as caught:
         load_profiles(tmp_path)
     assert "two.yaml" in str(caught.value) and "used by another profile" in str(caught.value)
+
+
+@pytest.mark.parametrize(("text", "ok"), [
+    ("acme", True), ("demo-utility", True), ("a1", True), ("9-lives", True), ("a" * 63, True),
+    ("a", False), ("a" * 64, False), ("-acme", False), ("Acme", False), ("acme_x", False),
+    ("acme/x", False), ("../acme", False), ("", False), ("acme\n", False), ("_bank", False),
+])
+def test_the_creditor_id_rule(text, ok):
+    assert is_creditor_id(text) is ok
+
+
+@pytest.mark.parametrize(("text", "ok"), [
+    ("_bank", True), ("_bank-2", True), ("_" + "a" * 62, True),
+    ("bank", False), ("_", False), ("_b", False), ("__bank", False), ("_-bank", False),
+    ("_" + "a" * 63, False), ("_bank\n", False),
+])
+def test_a_bank_area_name_is_an_underscore_and_an_id(text, ok):
+    assert is_bank_area_name(text) is ok
+
+
+def test_a_profile_id_follows_the_creditor_id_rule(tmp_path):
+    with pytest.raises(ProfileError) as caught:
+        load_profile(write_profile(tmp_path, id="acme\n"))  # `$` alone would let the newline through
+    reason = "must be 2-63 lower case letters, digits or dashes (it names folders)"
+    assert ("id", reason) in caught.value.problems
 
 
 def test_broken_yaml_is_a_profile_error(tmp_path):

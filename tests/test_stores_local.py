@@ -21,7 +21,7 @@ from creditflow.stores.base import (
     is_upload_in_progress,
     safe_name,
 )
-from creditflow.stores.factory import StoreConfig, StoreConfigError, store_from_config
+from creditflow.stores.factory import StoreConfig, StoreConfigError, store_for_area, store_from_config
 from creditflow.stores.local import LocalStore
 
 TRAVERSALS = ["../x.csv", "..", ".", "", "a/b.csv", "..\\x.csv", "/etc/passwd", "x\x00.csv",
@@ -171,10 +171,34 @@ def test_factory_default_local_area_is_the_dropzone(tmp_path: Path):
     assert store.root == tmp_path / "dropzone" / "acme"
 
 
-@pytest.mark.parametrize("creditor_id", ["../acme", "ACME", "a", "acme/x", ""])
+@pytest.mark.parametrize("creditor_id", ["../acme", "ACME", "a", "acme/x", "", "acme\n", "_bank"])
 def test_factory_refuses_unsafe_creditor_ids(tmp_path: Path, creditor_id: str):
     with pytest.raises(StoreConfigError):
         store_from_config(StoreConfig(root=str(tmp_path / "{creditor_id}")), creditor_id)
+
+
+def test_a_bank_area_is_built_under_its_own_name(tmp_path: Path):
+    from creditflow.config.settings import Settings
+
+    concrete = store_for_area(StoreConfig(root=str(tmp_path / "statements")), "_bank")
+    assert concrete.root == tmp_path / "statements"
+    default = store_for_area(StoreConfig(), "_bank", settings=Settings(home=tmp_path))
+    assert default.root == tmp_path / "dropzone" / "_bank"  # where Settings.resolved_bank_areas puts it
+
+
+@pytest.mark.parametrize("area", ["bank", "acme", "_", "_../x", "_Bank", "__bank", "_bank\n", "_" + "a" * 63])
+def test_factory_refuses_unsafe_bank_area_names(tmp_path: Path, area: str):
+    with pytest.raises(StoreConfigError, match="bank area name"):
+        store_for_area(StoreConfig(root=str(tmp_path / "statements")), area)
+
+
+@pytest.mark.parametrize("cfg", [
+    StoreConfig(root="/srv/{creditor_id}/bank"),
+    StoreConfig(kind="s3", bucket="b", prefix="{creditor_id}/bank"),
+])
+def test_a_bank_area_has_no_creditor_id_to_fill_in(cfg: StoreConfig):
+    with pytest.raises(StoreConfigError, match="creditor_id"):
+        store_for_area(cfg, "_bank")
 
 
 @pytest.mark.parametrize(("data", "message"), [
