@@ -5,21 +5,18 @@ plus a print-shop manifest line) under one outbox root. The folder is also the a
 what it already delivered: the outbox ledger may lose the "sent" mark when a process dies between
 send() and the ledger update, so a resend with the same idempotency key must be recognised here and
 reported as a duplicate instead of being delivered twice, by this process or by another one working
-the same folder.
+the same folder. The file discipline that makes this hold (names from keys, atomic writes, the
+append-once journal) lives in `channels.spool`, shared with the print shop.
 
 Files are created 0600: they hold debtors' addresses, phone numbers and amounts.
 """
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
-import json
 import logging
 import os
 import re
-import tempfile
-import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
 from email import policy
@@ -29,6 +26,7 @@ from pathlib import Path
 from creditflow.channels.base import PermanentSendError, SendResult, TransientSendError
 from creditflow.channels.mime import build_email
 from creditflow.channels.sms_text import count_sms_segments, e164
+from creditflow.channels.spool import IdempotencyJournal, safe_name, write_atomically
 from creditflow.renderers.messages import Attachment, Message, PostalAddress
 
 log = logging.getLogger(__name__)
@@ -40,177 +38,12 @@ def _utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-# --------------------------------------------------------------------------------------------------
-# File names from idempotency keys
-# --------------------------------------------------------------------------------------------------
-
-_SLUG_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
-SLUG_MAX_CHARS = 80
-_HASH_CHARS = 16  # 64 bits of sha256: no collision among the keys one outbox folder will ever hold
-
-
-def safe_name(key: str) -> str:
-    """A single, bounded, filesystem-safe path component that still tells a person which key it is.
-
-    The readable slug alone is lossy ("INV/1" and "INV_1" look alike, long keys are cut), so a hash
-    of the exact key is appended: distinct keys get distinct names, even on case-insensitive disks.
-    The slug has no separator and never starts with a dot, so no key can name a parent folder.
-    """
-    if not key:
-        raise ValueError("an idempotency key must not be empty")
-    slug = _SLUG_UNSAFE.sub("_", key).strip("._-")[:SLUG_MAX_CHARS].rstrip("._-") or "key"
-    digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:_HASH_CHARS]
-    return f"{slug}-{digest}"
-
-
 def _inside(folder: Path, name: str) -> Path:
     """folder/name, refusing anything that lands elsewhere (defence in depth behind safe_name)."""
     path = folder / name
     if path.parent != folder or os.sep in name or name in {".", ".."}:
         raise PermanentSendError(f"file name {name!r} would leave {folder}", code="unsafe-key")
     return path
-
-
-# --------------------------------------------------------------------------------------------------
-# Shared file discipline
-# --------------------------------------------------------------------------------------------------
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Make a rename/link durable: the directory entry lives in the folder, not in the file."""
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_new_file(path: Path, data: bytes, *, overwrite: bool) -> bool:
-    """Write `data` to `path` atomically (temp file in the same folder, fsync, then rename).
-
-    With overwrite=False the final step is a hard link, which fails if the name exists: of two
-    processes racing on the same key exactly one creates the file and neither clobbers the other.
-    Returns False if the file already existed (and was left alone).
-    """
-    folder = path.parent
-    fd, tmp_name = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=path.suffix)
-    try:
-        with os.fdopen(fd, "wb") as tmp:
-            tmp.write(data)
-            tmp.flush()
-            os.fsync(tmp.fileno())
-        if overwrite:
-            os.replace(tmp_name, path)
-        else:
-            try:
-                os.link(tmp_name, path)
-            except FileExistsError:
-                return False
-            except OSError:
-                # Filesystems without hard links: fall back to check-then-rename (racy only between
-                # processes sending the same key at the same instant).
-                if path.exists():
-                    return False
-                os.replace(tmp_name, path)
-        _fsync_dir(folder)
-        return True
-    finally:
-        try:
-            os.unlink(tmp_name)
-        except FileNotFoundError:
-            pass
-
-
-class _LockedJournal:
-    """An append-only JSON Lines file that remembers which keys it holds, safe across processes.
-
-    The keys are read once per instance and then only the tail other processes appended since; the
-    check and the append happen under an exclusive flock on the file, so two processes sending the
-    same key cannot both append. Each line is fsynced before `append` returns.
-    """
-
-    def __init__(self, path: Path):
-        self.path = path
-        self._keys: set[str] = set()
-        self._inode: tuple[int, int] | None = None
-        self._offset = 0
-        self._thread_lock = threading.Lock()
-
-    def append_once(self, key: str, build_record: Callable[[], dict]) -> bool:
-        """Append build_record() unless `key` is already in the file; True if appended."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self._thread_lock:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX)
-                self._catch_up(fd)
-                if key in self._keys:
-                    return False
-                record = {"key": key, **build_record()}
-                text = json.dumps(record, ensure_ascii=False, separators=(",", ":"))
-                line = (text + "\n").encode()
-                _write_all(fd, line)
-                os.fsync(fd)
-                self._keys.add(key)
-                self._offset += len(line)
-                return True
-            finally:
-                os.close(fd)  # also releases the flock
-
-    def _catch_up(self, fd: int) -> None:
-        stat = os.fstat(fd)
-        inode = (stat.st_dev, stat.st_ino)
-        if inode != self._inode or stat.st_size < self._offset:
-            # First look, or the file was replaced or truncated by someone: read it whole again.
-            self._keys.clear()
-            self._inode, self._offset = inode, 0
-        if stat.st_size == self._offset:
-            return
-        carry = b""
-        position = self._offset
-        while position < stat.st_size:
-            chunk = os.pread(fd, min(_READ_CHUNK, stat.st_size - position), position)
-            if not chunk:
-                break
-            position += len(chunk)
-            lines = (carry + chunk).split(b"\n")
-            carry = lines.pop()
-            for raw in lines:
-                self._remember(raw)
-                self._offset += len(raw) + 1
-        if carry:
-            # A line without its newline: a writer died mid-write, so that delivery never finished.
-            # Cut it off (we hold the lock) so the next line does not glue onto it.
-            os.ftruncate(fd, self._offset)
-            log.warning("cut an unfinished line off %s (%d bytes)", self.path, len(carry))
-
-    def _remember(self, raw: bytes) -> None:
-        if not raw.strip():
-            return
-        key = _key_of(raw)
-        if key is None:
-            log.warning("skipping an unreadable line in %s", self.path)
-        else:
-            self._keys.add(key)
-
-
-_READ_CHUNK = 1 << 20
-
-
-def _key_of(raw: bytes) -> str | None:
-    try:
-        record = json.loads(raw)
-    except ValueError:
-        return None
-    key = record.get("key") if isinstance(record, dict) else None
-    return key if isinstance(key, str) else None
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        written = os.write(fd, view)
-        view = view[written:]
 
 
 def _io_error(exc: OSError, what: str) -> TransientSendError:
@@ -243,7 +76,7 @@ class LocalEmailOutbox:
                 return SendResult(_existing_message_id(path), detail=str(path), duplicate=True)
             data, message_id = self._build(message)
             self.folder.mkdir(parents=True, exist_ok=True)
-            created = _write_new_file(path, data, overwrite=False)
+            created = write_atomically(path, data, overwrite=False)
         except OSError as exc:
             raise _io_error(exc, f"write {path.name}") from None
         if not created:
@@ -284,7 +117,7 @@ class LocalSmsOutbox:
         self.path = Path(root) / "sms.jsonl"
         self.max_segments = max_segments
         self._clock = clock
-        self._journal = _LockedJournal(self.path)
+        self._journal = IdempotencyJournal(self.path)
 
     def send(self, message: Message) -> SendResult:
         key = message.idempotency_key
@@ -348,7 +181,7 @@ class LocalPostOutbox:
     def __init__(self, root: Path | str, *, clock: Clock = _utc_now):
         self.folder = Path(root) / "post"
         self._clock = clock
-        self._journal = _LockedJournal(self.folder / "manifest.jsonl")
+        self._journal = IdempotencyJournal(self.folder / "manifest.jsonl")
 
     def send(self, message: Message) -> SendResult:
         key = message.idempotency_key
@@ -357,7 +190,7 @@ class LocalPostOutbox:
 
         def record() -> dict:
             # Runs under the manifest lock, only for a new key: write the document, then log it.
-            _write_new_file(path, pdf.data, overwrite=True)
+            write_atomically(path, pdf.data, overwrite=True)
             return {
                 "creditor": message.creditor_id,
                 "invoice": message.invoice_number,

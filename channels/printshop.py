@@ -3,8 +3,8 @@
 Print shops price and schedule by batch, not by letter: they want one PDF a day (every letter
 one after the other) plus a manifest saying where each letter starts, how many pages it has, which
 envelope and whether it goes registered. So `send()` does not talk to the print shop at all: it
-stages the letter in a local spool (idempotent by the outbox key, across processes) and
-`flush_print_batch(day)` seals that day's batch and uploads it once.
+stages the letter in a local spool (idempotent by the outbox key, across processes: see
+`channels.spool`) and `flush_print_batch(day)` seals that day's batch and uploads it once.
 
 Sealing writes the merged PDF and the manifest into the spool before anything is uploaded, so a
 retried flush uploads the very same bytes: the upload names are deterministic, and a remote file
@@ -23,26 +23,21 @@ import hashlib
 import io
 import json
 import os
-import re
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from creditflow.channels.base import Channel, PermanentSendError, SendResult, TransientSendError
-from creditflow.channels.local_outbox import (
-    Clock,
-    _LockedJournal,
-    _utc_now,
-    _write_new_file,
-    letter_parts,
-    safe_name,
-)
+from creditflow.channels.local_outbox import Clock, letter_parts
 from creditflow.channels.registry import register
+from creditflow.channels.spool import IdempotencyJournal, safe_name, write_atomically
+from creditflow.config.ids import is_creditor_id
 from creditflow.config.settings import BRUSSELS, Settings
 from creditflow.renderers.messages import Message
 
@@ -83,13 +78,14 @@ class PrintBatch:
     already_there: list[str] = field(default_factory=list)  # same sha256 found remotely
 
 
-_CREDITOR_ID = re.compile(r"^[a-z0-9][a-z0-9-]{1,62}$")
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
 
 
 def _creditor_folder(creditor_id: str) -> str:
     """The creditor id as a folder name: profiles guarantee the shape, checked again here because
     it names folders locally and on the print shop's server."""
-    if not _CREDITOR_ID.match(creditor_id):
+    if not is_creditor_id(creditor_id):
         raise PermanentSendError(f"creditor id {creditor_id!r} cannot name a folder", code="invalid-message")
     return creditor_id
 
@@ -121,7 +117,7 @@ class PrintShopPost:
         self._store_factory = store_factory
         self._store = None
         self._clock = clock
-        self._journals: dict[str, _LockedJournal] = {}
+        self._journals: dict[str, IdempotencyJournal] = {}
 
     @classmethod
     def from_settings(cls, config: PrintShopSettings, settings: Settings) -> PrintShopPost:
@@ -160,7 +156,7 @@ class PrintShopPost:
             # Under both locks, only for a new key: the day is chosen here so a concurrent seal
             # cannot close the day between choosing it and writing the line.
             document.parent.mkdir(parents=True, exist_ok=True)
-            _write_new_file(document, pdf.data, overwrite=True)
+            write_atomically(document, pdf.data, overwrite=True)
             day = self._open_day(creditor)
             staged["day"] = day.isoformat()
             registered = message.metadata.get("registered", "").strip().lower() in _TRUE
@@ -182,10 +178,12 @@ class PrintShopPost:
 
         try:
             with self._creditor_lock(creditor):
-                appended = self._journal(creditor).append_once(key, record)
+                journal = self._journal(creditor)
+                appended = journal.append_once(key, record)
                 if not appended:
-                    staged["day"] = next((r["batch"] for r in self._records(creditor)
-                                          if r["key"] == key), "?")
+                    # A resend: append_once has just read every line up to the key's, so the
+                    # journal's memory answers which batch took the letter, without a reread.
+                    staged["day"] = journal.remembered(key, "?")
         except OSError as exc:
             raise TransientSendError(f"{key}: print spool cannot stage the letter: {exc}",
                                      code="local-io") from None
@@ -221,7 +219,9 @@ class PrintShopPost:
         with self._creditor_lock(creditor):
             if seal.exists():
                 return json.loads(seal.read_text())
-            letters = [r for r in self._records(creditor) if r["batch"] == day.isoformat()]
+            # Read whole, once per batch: a seal is rare, and the letters' details are not kept.
+            letters = [r for r in self._journal(creditor).records()
+                       if r["batch"] == day.isoformat()]
             if not letters:
                 return None
             letters.sort(key=lambda r: (r["invoice"], r["key"]))
@@ -247,11 +247,11 @@ class PrintShopPost:
             }
             manifest_bytes = json.dumps(manifest, ensure_ascii=False, indent=1).encode()
             folder.mkdir(parents=True, exist_ok=True)
-            _write_new_file(folder / print_file, merged, overwrite=True)
-            _write_new_file(folder / manifest_file, manifest_bytes, overwrite=True)
+            write_atomically(folder / print_file, merged, overwrite=True)
+            write_atomically(folder / manifest_file, manifest_bytes, overwrite=True)
             sealed = {"print_file": print_file, "manifest_file": manifest_file,
                       "letters": len(items), "pages": first_page - 1}
-            _write_new_file(seal, json.dumps(sealed).encode(), overwrite=True)  # the seal, last
+            write_atomically(seal, json.dumps(sealed).encode(), overwrite=True)  # the seal, last
             return sealed
 
     def _upload(self, creditor: str, day: date, sealed: dict) -> PrintBatch:
@@ -280,17 +280,17 @@ class PrintShopPost:
             self._store = self._store_factory()
         return self._store
 
-    def _journal(self, creditor: str) -> _LockedJournal:
-        if creditor not in self._journals:
-            self._journals[creditor] = _LockedJournal(self.spool / creditor / "letters.jsonl")
-        return self._journals[creditor]
+    def _journal(self, creditor: str) -> IdempotencyJournal:
+        """One journal per creditor for this instance's life, so its lines are read once.
 
-    def _records(self, creditor: str) -> Iterator[dict]:
-        path = self.spool / creditor / "letters.jsonl"
-        if not path.exists():
-            return iter(())
-        return (json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()
-                if line.strip())
+        Other processes staging for the same creditor append to the same file under its flock; the
+        journal catches up on their lines at each append (see IdempotencyJournal for what it
+        assumes of the file). Each letter's batch day is all it keeps: a resend must report it.
+        """
+        if creditor not in self._journals:
+            self._journals[creditor] = IdempotencyJournal(
+                self.spool / creditor / "letters.jsonl", remember=_batch_of)
+        return self._journals[creditor]
 
     def _open_day(self, creditor: str) -> date:
         """Today (Brussels), or the first later day whose batch is not sealed yet."""
@@ -310,6 +310,11 @@ class PrintShopPost:
             yield
         finally:
             os.close(fd)
+
+
+def _batch_of(record: dict) -> str:
+    """The batch day a staged letter joined (interned: a few distinct days for many letters)."""
+    return sys.intern(str(record.get("batch", "?")))
 
 
 @register("printshop")

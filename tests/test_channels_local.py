@@ -22,15 +22,14 @@ from reportlab.pdfgen import canvas
 from creditflow.channels import registry
 from creditflow.channels.base import Channel, PermanentSendError
 from creditflow.channels.local_outbox import (
-    SLUG_MAX_CHARS,
     LocalEmailOutbox,
     LocalPostOutbox,
     LocalSmsOutbox,
     count_pdf_pages,
-    safe_name,
 )
 from creditflow.channels.mime import message_id_for
 from creditflow.channels.sms_text import GSM7_BASIC, GSM7_EXTENSION, count_sms_segments
+from creditflow.channels.spool import SLUG_MAX_CHARS, safe_name
 from creditflow.config.settings import Settings
 from creditflow.renderers.messages import Attachment, Message, PostalAddress
 
