@@ -3,12 +3,14 @@
 A claim is a row keyed by UNIQUE(creditor_id, sha256), inserted with ON CONFLICT DO NOTHING: two
 workers that see the same drop at once both try, the database lets exactly one win, and the loser
 learns it from an empty RETURNING instead of an exception that would poison its transaction.
+A worker finishing a claim first takes its row lock (`lock_unfinished_claim`): of two workers holding
+the same unfinished claim, exactly one finishes the file.
 Callers record the matching audit events (`events.record_event`) in the same transaction.
 """
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from creditflow.ledger.db import dialect_insert
@@ -59,6 +61,24 @@ def find_file(session: Session, creditor_id: str, sha256: str) -> SourceFile | N
     return session.scalars(
         select(SourceFile).where(SourceFile.creditor_id == creditor_id, SourceFile.sha256 == sha256)
     ).one_or_none()
+
+
+def lock_unfinished_claim(session: Session, file_id: int) -> bool:
+    """Take the claim's row lock if the file can still be finished; False when someone finished it.
+
+    Of two workers holding the same unfinished claim (a re-run after a crash, or a racer), the one
+    that gets this lock finishes the file and the other steps back; call it first in the
+    transaction that finishes the file. An UPDATE rather than SELECT ... FOR UPDATE: as the first
+    statement of the transaction it takes SQLite's write lock (a read-then-write transaction could
+    fail on a stale WAL snapshot), and on PostgreSQL it waits for a racer's row lock, then re-checks
+    the state after that racer commits.
+    """
+    finishable = sorted(state.value for state in _FINISHABLE_FROM)
+    result = session.execute(
+        update(SourceFile).where(SourceFile.id == file_id, SourceFile.state.in_(finishable))
+        .values(state=SourceFile.state).execution_options(synchronize_session=False)
+    )
+    return result.rowcount == 1
 
 
 def finish_file(session: Session, file_id: int, *, state: str, rows_total: int = 0,

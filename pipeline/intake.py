@@ -13,7 +13,7 @@ between 3 and 4 leaves a finished file still in the inbox: the next run only com
 
 Two workers polling the same inbox: the claim (UNIQUE creditor + sha256) lets one insert the row; a
 second worker that finds an unfinished claim may be a re-run after a crash or a racer, so step 3
-starts by taking the claim's row lock with a conditional UPDATE (`_take_unfinished`): whoever gets it
+starts by taking the claim's row lock (`files.lock_unfinished_claim`): whoever gets it
 finishes the file, the other sees it finished and steps back ("skipped"). The error report is written
 inside that transaction, so a loser never overwrites the winner's report. The store's atomic move
 (AlreadyClaimed) settles the last race, on the archive move.
@@ -38,11 +38,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import polars as pl
-from sqlalchemy import select, update
+from sqlalchemy import select
 
 from creditflow.config.settings import BRUSSELS
 from creditflow.ledger import events, files, invoices
-from creditflow.ledger.models import Event, FileState, SourceFile
+from creditflow.ledger.models import Event, FileState
 from creditflow.parsers.base import InvoiceBatch
 from creditflow.parsers.errors import FileRejected, RowError
 from creditflow.pipeline.error_report import error_report_csv
@@ -250,7 +250,7 @@ def ingest_file(rt: Runtime, creditor_id: str, name: str) -> FileOutcome:
 
     archived = store.describe(ARCHIVE, archive_name(file_id, name))
     with rt.sessions.begin() as session:
-        if not _take_unfinished(session, file_id):
+        if not files.lock_unfinished_claim(session, file_id):
             return FileOutcome(creditor_id, name, "skipped", file_id, reason=TAKEN_ELSEWHERE)
         collectable, policy_errors = _collectable(name, batch.invoices)
         accepted, ledger_errors = _drop_ledger_duplicates(session, creditor_id, name, collectable)
@@ -274,21 +274,6 @@ def ingest_file(rt: Runtime, creditor_id: str, name: str) -> FileOutcome:
     archived = _move_or_none(store, INBOX, name, ARCHIVE, archive_name(file_id, name)) or archived
     return FileOutcome(creditor_id, name, "processed", file_id, rows_total, len(ids), rejected_rows,
                        error_report=report_path, archived_to=archived, invoice_ids=ids)
-
-
-def _take_unfinished(session, file_id: int) -> bool:
-    """Lock the claim row if it is still unfinished; False when someone else has finished it.
-
-    An UPDATE rather than SELECT ... FOR UPDATE: as the first statement of the transaction it takes
-    SQLite's write lock (a read-then-write transaction could fail on a stale WAL snapshot), and on
-    PostgreSQL it waits for a racer's row lock, then re-checks the state after that racer commits.
-    """
-    unfinished = [FileState.CLAIMED.value, FileState.FAILED.value]
-    result = session.execute(
-        update(SourceFile).where(SourceFile.id == file_id, SourceFile.state.in_(unfinished))
-        .values(state=SourceFile.state).execution_options(synchronize_session=False)
-    )
-    return result.rowcount == 1
 
 
 def _move_or_none(store, folder: str, name: str, to_folder: str, to_name: str) -> str | None:
@@ -354,7 +339,7 @@ def _reject_file(rt: Runtime, creditor_id: str, name: str, file_id: int, exc: Fi
     )
     kept = store.describe(ERRORS, archive_name(file_id, name))
     with rt.sessions.begin() as session:
-        if not _take_unfinished(session, file_id):
+        if not files.lock_unfinished_claim(session, file_id):
             return FileOutcome(creditor_id, name, "skipped", file_id, reason=TAKEN_ELSEWHERE)
         report_path = store.write(ERRORS, f"{file_id:06d}-{name}.errors.csv", report)
         files.finish_file(session, file_id, state="rejected", rows_total=0, rows_accepted=0, rows_rejected=0,

@@ -185,8 +185,6 @@ def finish_statement(rt: Runtime, file_id: int, *, ok: bool = True, reason: str 
 
     Returns where the file now is, or None when another worker finished it first.
     """
-    from creditflow.pipeline.intake import _take_unfinished  # intake imports this module
-
     with rt.sessions() as session:
         source = session.get(SourceFile, file_id)
         if source is None or source.format not in STATEMENT_FORMATS:
@@ -197,7 +195,7 @@ def finish_statement(rt: Runtime, file_id: int, *, ok: bool = True, reason: str 
     stored = parked.get("stored_name") or parked_name(file_id, name)
     folder = ARCHIVE if ok else ERRORS
     with rt.sessions.begin() as session:
-        if not _take_unfinished(session, file_id):
+        if not files.lock_unfinished_claim(session, file_id):
             return None
         files.finish_file(session, file_id, state="processed" if ok else "rejected", reason=reason,
                           archive_path=store.describe(folder, stored), error_report_path=report_path)

@@ -221,6 +221,34 @@ def test_finish_file_records_outcome_and_refuses_a_second_ending(stocked):
         files.finish_file(session, file_id, state="claimed")
 
 
+@pytest.mark.parametrize("state, lockable", [("claimed", True), ("failed", True),
+                                             ("processed", False), ("rejected", False)])
+def test_lock_unfinished_claim_only_while_the_file_can_still_be_finished(stocked, state, lockable):
+    factory, file_id = stocked
+    if state != "claimed":
+        with db.transaction(factory) as session:
+            files.finish_file(session, file_id, state=state)
+    with db.transaction(factory) as session:
+        assert files.lock_unfinished_claim(session, file_id) is lockable
+        assert files.lock_unfinished_claim(session, file_id + 1000) is False  # no such file
+    with factory() as session:
+        assert files.find_file(session, CREDITOR, "a" * 64).state == state  # the lock changes nothing
+
+
+def test_two_workers_holding_one_claim_only_one_finishes_it(stocked):
+    factory, file_id = stocked
+
+    def finish_if_mine(session) -> bool:
+        if not files.lock_unfinished_claim(session, file_id):
+            return False
+        files.finish_file(session, file_id, state="processed", rows_total=1, rows_accepted=1)
+        return True
+
+    assert sorted(race(factory, finish_if_mine)) == [False, True]
+    with factory() as session:
+        assert files.find_file(session, CREDITOR, "a" * 64).state == "processed"
+
+
 # -------------------------------------------------------------------------------------- invoices
 
 
