@@ -15,6 +15,7 @@ from prefect.cache_policies import NO_CACHE
 
 from creditflow.flows.intake import runtime
 from creditflow.pipeline import collections, dispatch
+from creditflow.pipeline.collections_day import CollectionsSummary, collect_day
 
 
 @task(name="plan-reminders", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=30)
@@ -28,16 +29,11 @@ def send_task() -> dispatch.DispatchOutcome:
 
 
 @flow(name="daily-collections", log_prints=True)
-def daily_collections(business_date: str | None = None, max_chunks: int = 100) -> collections.CollectionsSummary:
+def daily_collections(business_date: str | None = None, max_chunks: int = 100) -> CollectionsSummary:
     """`business_date` (YYYY-MM-DD, default today in Brussels) is the day the grace period is
     counted to; give it to catch up a missed day."""
     today = date.fromisoformat(business_date) if business_date else collections.business_today()
-    summary = collections.CollectionsSummary(today, plan_task(today))
-    for _ in range(max_chunks):
-        sent = send_task()
-        summary.add_dispatch(sent)
-        if not sent.progressed:
-            break
+    summary = collect_day(today, plan=plan_task, send_chunk=send_task, max_chunks=max_chunks)
     create_markdown_artifact(key="daily-collections", markdown=summary.markdown(),
                              description="First reminders planned, held and sent")
     print(summary.one_line())

@@ -24,6 +24,8 @@ The channel is chosen as for the initial message (pipeline.channel_choice: the c
 preference, what the debtor row allows, contacts known to bounce left out). The text is rendered at
 send time (pipeline.dispatch) with the open balance of that moment and a new payment deadline
 (`payment_deadline`) of at least 14 days, as Book XIX asks of a first reminder.
+
+One day's run, planning then sending chunk by chunk, is pipeline.collections_day.
 """
 
 from __future__ import annotations
@@ -205,67 +207,6 @@ def still_to_remind(session: Session, invoice: Invoice) -> str | None:
     if invoice.id in held_invoice_ids(session, [invoice.id]):
         return "invoice is on hold"
     return None
-
-
-# -- one day's run -------------------------------------------------------------------------------
-
-@dataclass
-class CollectionsSummary:
-    """What one daily-collections run did, for the Prefect artifact."""
-
-    business_date: date
-    plan: ReminderPlan = field(default_factory=ReminderPlan)
-    sent: int = 0  # every outbox message sent by the run (reminders, and initial retries due)
-    skipped: int = 0  # reminders dropped at send time: paid or held since planning
-    retry_later: int = 0
-    fell_back: int = 0
-    sent_by_channel: dict[str, int] = field(default_factory=dict)
-    no_channel: list[str] = field(default_factory=list)
-
-    def add_dispatch(self, outcome) -> None:
-        self.sent += outcome.sent
-        self.skipped += outcome.skipped
-        self.retry_later += outcome.retry_later
-        self.fell_back += outcome.fell_back
-        self.no_channel.extend(outcome.no_channel)
-        for channel, n in outcome.by_channel.items():
-            self.sent_by_channel[channel] = self.sent_by_channel.get(channel, 0) + n
-
-    def one_line(self) -> str:
-        return (f"{self.business_date.isoformat()}: {self.plan.planned} first reminder(s) planned, "
-                f"{len(self.plan.held)} on hold, {self.sent} message(s) sent"
-                + (f", {self.skipped} skipped (paid or held meanwhile)" if self.skipped else "")
-                + (f", {self.retry_later} to retry" if self.retry_later else "")
-                + (f", {len(self.plan.no_channel) + len(self.no_channel)} without a channel"
-                   if self.plan.no_channel or self.no_channel else ""))
-
-    def markdown(self) -> str:
-        lines = ["# Daily collections", "", self.one_line(), "",
-                 "| channel | reminders planned | messages sent |", "|---|---:|---:|"]
-        channels = sorted(set(self.plan.by_channel) | set(self.sent_by_channel))
-        lines += [f"| {c} | {self.plan.by_channel.get(c, 0)} | {self.sent_by_channel.get(c, 0)} |"
-                  for c in channels] or ["| (none) | 0 | 0 |"]
-        if self.plan.held:
-            lines += ["", "**On hold (not reminded):** " + ", ".join(self.plan.held[:50])]
-        lost = self.plan.no_channel + self.no_channel
-        if lost:
-            lines += ["", "**No channel can reach these debtors:** " + ", ".join(lost[:50])]
-        return "\n".join(lines) + "\n"
-
-
-def run_collections(rt: Runtime, *, today: date | None = None, now: datetime | None = None,
-                    max_chunks: int = 100) -> CollectionsSummary:
-    """Plan today's first reminders, then send what the outbox has due (without Prefect)."""
-    from creditflow.pipeline import dispatch
-
-    today = today or business_today(now)
-    summary = CollectionsSummary(today, plan_reminders(rt, today=today))
-    for _ in range(max_chunks):
-        sent = dispatch.dispatch_due(rt, limit=rt.settings.dispatch_chunk_size, now=now)
-        summary.add_dispatch(sent)
-        if not sent.progressed:
-            break
-    return summary
 
 
 # -- CLI ------------------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 """First reminders: once after the grace period, never when paid or held, the open balance, the law's
-wording in four languages. Driven without Prefect through pipeline.collections, on both ledgers."""
+wording in four languages. Driven without Prefect through pipeline.collections_day, on both ledgers;
+the daily-collections flow is checked to run that same loop with its tasks handed in."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from sqlalchemy import select
 from creditflow.config import Settings, load_profiles
 from creditflow.config.settings import BRUSSELS
 from creditflow.ledger.models import Delivery, Event, Invoice
-from creditflow.pipeline import collections, dispatch, intake, reconcile, render
+from creditflow.pipeline import collections, collections_day, dispatch, intake, reconcile, render
 from creditflow.pipeline.runtime import open_runtime
 from creditflow.renderers import texts
 from creditflow.renderers.document import InvoiceDocument
@@ -109,11 +110,12 @@ def test_first_reminder_once_after_grace_never_when_paid_or_held(rt):
     assert changed and invoice_d.invoice_number == "R-D"
     assert collections.set_hold(rt, "R-D", reason="again")[1] is False  # already held: no new event
 
-    early = collections.run_collections(rt, today=DUE + timedelta(days=6), now=at(DUE + timedelta(days=6)))
+    too_soon = DUE + timedelta(days=6)
+    early = collections_day.run_collections(rt, today=too_soon, now=at(too_soon))
     assert (early.plan.planned, early.sent) == (0, 0) and reminders(rt) == {}
 
     day = DUE + timedelta(days=7)
-    first = collections.run_collections(rt, today=day, now=at(day))
+    first = collections_day.run_collections(rt, today=day, now=at(day))
     assert first.plan.planned == 5 and first.sent == 5
     assert first.plan.held == [f"{CREDITOR}/R-D"]
     assert first.plan.by_channel == {"email": 3, "sms": 1, "post": 1}
@@ -125,7 +127,7 @@ def test_first_reminder_once_after_grace_never_when_paid_or_held(rt):
 
     # The same day again, and the next day: nothing new, nothing sent twice.
     for again_day in (day, day + timedelta(days=1)):
-        again = collections.run_collections(rt, today=again_day, now=at(again_day, 15))
+        again = collections_day.run_collections(rt, today=again_day, now=at(again_day, 15))
         assert (again.plan.planned, again.sent) == (0, 0)
     assert len(reminders(rt)) == 5
     assert len(reminder_emails(rt)) == 3
@@ -161,7 +163,8 @@ def test_first_reminder_once_after_grace_never_when_paid_or_held(rt):
 
     # The hold is lifted: the next run reminds D, once.
     assert collections.set_hold(rt, "R-D", reason="meter checked", release=True)[1] is True
-    later = collections.run_collections(rt, today=day + timedelta(days=2), now=at(day + timedelta(days=2)))
+    after = day + timedelta(days=2)
+    later = collections_day.run_collections(rt, today=after, now=at(after))
     assert later.plan.planned == 1 and later.sent == 1 and "R-D" in reminders(rt)
     with rt.sessions() as s:
         trail = [e.kind for e in s.scalars(select(Event).where(Event.entity == "invoice",
@@ -233,3 +236,59 @@ def test_payment_deadline_is_at_least_fourteen_days():
         posted = collections.payment_deadline(sent_on, "post")
         assert posted >= sent_on + timedelta(days=17)
     assert collections.payment_deadline(date(2026, 3, 6), "post") == date(2026, 3, 11) + timedelta(days=14)
+
+
+def _outcomes(*sent_counts: int):
+    """Dispatch chunks that sent these many messages each, then chunks that find nothing more."""
+    chunks = iter(sent_counts)
+    calls = []
+
+    def send_chunk() -> dispatch.DispatchOutcome:
+        calls.append(1)
+        n = next(chunks, 0)
+        return dispatch.DispatchOutcome(sent=n, by_channel={"email": n} if n else {})
+
+    return send_chunk, calls
+
+
+def test_collect_day_sends_until_a_chunk_makes_no_progress():
+    planned_for = []
+
+    def plan(day):
+        planned_for.append(day)
+        return collections.ReminderPlan(planned=3, held=["c/INV-9"], by_channel={"email": 3})
+
+    send_chunk, calls = _outcomes(2, 1)
+    summary = collections_day.collect_day(DUE, plan=plan, send_chunk=send_chunk, max_chunks=100)
+    assert planned_for == [DUE]
+    assert len(calls) == 3  # two that sent, one that found nothing left
+    assert (summary.business_date, summary.plan.planned, summary.sent) == (DUE, 3, 3)
+    assert summary.sent_by_channel == {"email": 3}
+
+    send_chunk, calls = _outcomes(5, 5, 5, 5)
+    capped = collections_day.collect_day(DUE, plan=plan, send_chunk=send_chunk, max_chunks=2)
+    assert len(calls) == 2 and capped.sent == 10  # the rest waits for the next run
+
+
+def test_daily_collections_flow_runs_the_same_loop_with_its_tasks(monkeypatch):
+    from creditflow.flows import collections as flow_module
+
+    planned_for = []
+
+    def plan_task(day):
+        planned_for.append(day)
+        return collections.ReminderPlan(planned=2, by_channel={"email": 2})
+
+    send_chunk, calls = _outcomes(2)
+    artifacts = []
+    monkeypatch.setattr(flow_module, "plan_task", plan_task)
+    monkeypatch.setattr(flow_module, "send_task", send_chunk)
+    monkeypatch.setattr(flow_module, "create_markdown_artifact",
+                        lambda **kwargs: artifacts.append(kwargs))
+
+    summary = flow_module.daily_collections.fn(business_date="2026-03-09", max_chunks=5)
+    assert planned_for == [date(2026, 3, 9)]
+    assert len(calls) == 2 and (summary.plan.planned, summary.sent) == (2, 2)
+    (artifact,) = artifacts
+    assert artifact["key"] == "daily-collections"
+    assert "| email | 2 | 2 |" in artifact["markdown"]
