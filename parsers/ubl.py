@@ -30,8 +30,8 @@ Why it is built this way:
 from __future__ import annotations
 
 import base64
-import gc
 import binascii
+import gc
 import io
 import re
 import zipfile
@@ -46,6 +46,7 @@ from lxml import etree
 from lxml.objectify import ObjectPath
 from stdnum import iso11649
 
+from creditflow.ogm_rf import STATEMENT_REFERENCE_SEPARATORS, compact_ogm_is_valid, strip_written_ogm
 from creditflow.parsers.base import InvoiceBatch
 from creditflow.parsers.identifiers import compact_iban
 from creditflow.parsers.errors import (
@@ -86,7 +87,11 @@ PAYEE_IBAN_FALLBACK = "payee_iban_not_credit_transfer"
 INVALID_REFERENCE = "invalid_reference"
 SKIPPED_MEMBER = "skipped_member"
 
-CREDIT_TRANSFER_CODES = frozenset({"30", "58"})
+INVALID_PAYER_IBAN = "invalid_payer_iban"
+
+# UNCL 4461: 30 credit transfer, 58 SEPA credit transfer, 42 payment to bank account. Belgian billing
+# software writes 42 for an ordinary transfer to the creditor's IBAN, so it is no reason to warn.
+CREDIT_TRANSFER_CODES = frozenset({"30", "42", "58"})
 DIRECT_DEBIT_CODES = frozenset({"49", "59"})
 
 
@@ -543,7 +548,7 @@ DOCUMENT_SCHEMA: dict[str, pl.DataType] = {
     "payment_terms": pl.String,
     "supplier_name": pl.String,
     "supplier_vat": pl.String,
-    "payee_iban": pl.String,  # the chosen account: credit transfer (30/58) with a valid IBAN
+    "payee_iban": pl.String,  # the chosen account: credit transfer (30/42/58) with a valid IBAN
     "payee_bic": pl.String,
     "payment_means_code": pl.String,  # code of the chosen payment means
     "payment_accounts": pl.List(pl.String),  # every PayeeFinancialAccount/ID, compacted (null: none)
@@ -573,7 +578,8 @@ _DAYS = re.compile(
 _NET_DAYS = re.compile(r"\bnet(?:to)?\s*(\d{1,3})\b", re.IGNORECASE)
 _BUSINESS_DAYS = re.compile(r"werkdag|business|working|ouvrable|werktag|bankdag", re.IGNORECASE)
 _OGM_FRAMED = re.compile(r"^\s*(\+\+\+|\*\*\*).*(\+\+\+|\*\*\*)\s*$")
-_OGM_STRIP = re.compile(r"[\s+*/.]")
+_STATEMENT_SEPARATORS = re.compile(STATEMENT_REFERENCE_SEPARATORS)
+_ACCOUNT_SEPARATORS = re.compile(r"[\s+*/.]")
 _VAT_STRIP = re.compile(r"[\s.\-/]")
 _B64_WS = re.compile(r"\s+")
 
@@ -700,31 +706,28 @@ def days_from_terms(note: str | None) -> int | None:
     return found.pop()
 
 
-def is_valid_ogm(digits: str) -> bool:
-    """stdnum.be.ogm_vcs.is_valid for 12 ASCII digits, without its per-character cleaning, which
-    cost a third of the time per document (every invoice has a distinct OGM, so caching does not
-    help). Same rule: check digits = first ten mod 97, 0 written as 97 (so 000000000097 is valid, as
-    stdnum says). tests/test_parsers_ubl.py holds it equal to stdnum."""
-    base = int(digits[:10])
-    return int(digits[10:]) == (base % 97 or 97)
-
-
 @lru_cache(maxsize=8192)
-def classify_payment_id(raw: str) -> tuple[str | None, bool]:
-    """(structured reference or None, looked like an OGM but failed mod 97) for a PaymentID.
+def classify_payment_id(raw: str) -> tuple[str | None, str | None]:
+    """(structured reference, None), or (None, why it looks like an OGM yet is not one) for a PaymentID.
 
-    In order: OGM (``+++``/``***``/``/``/spaces stripped, 12 digits, mod 97), then ISO 11649 RF.
+    In order: an OGM as a creditor may write it (`ogm_rf.WRITTEN_OGM_SEPARATORS`: 12 digits with
+    ``+++``/``***``/``/``/blanks, mod 97), then ISO 11649 RF. Text that is neither goes to the
+    description; the reason, when there is one, becomes a warning, because the creditor meant an OGM.
     """
-    compact = _OGM_STRIP.sub("", raw)
+    compact = strip_written_ogm(raw)
     if len(compact) == 12 and compact.isdigit():
-        if is_valid_ogm(compact):
-            return compact, False
-        return None, True
-    framed = _OGM_FRAMED.match(raw) is not None
+        if compact_ogm_is_valid(compact):
+            return compact, None
+        return None, "fails mod 97"
     rf = iso11649.compact(raw)
     if rf[:2].upper() == "RF" and iso11649.is_valid(rf):
-        return rf.upper(), False
-    return None, framed
+        return rf.upper(), None
+    loose = _STATEMENT_SEPARATORS.sub("", raw)
+    if len(loose) == 12 and loose.isdigit():
+        return None, "is written with '.' or '-', which an OGM never carries"
+    if _OGM_FRAMED.match(raw) is not None:
+        return None, "is not 12 digits"
+    return None, None
 
 
 @lru_cache(maxsize=8192)
@@ -1113,6 +1116,10 @@ class UblDocument:
                 payment_id = pm.get("payment_id")
             if debtor_iban is None and pm.get("payer_account"):
                 debtor_iban = compact_iban(pm["payer_account"])
+                if debtor_iban is None:
+                    self.warn("cac:PaymentMeans/cac:PaymentMandate/cac:PayerFinancialAccount/cbc:ID",
+                              INVALID_PAYER_IBAN, f"payer account {pm['payer_account']!r} is not a "
+                              "valid IBAN; the debtor's IBAN is left empty")
             if mandate is None:
                 mandate = pm.get("mandate")
         if payee_iban:
@@ -1121,12 +1128,12 @@ class UblDocument:
                 payment_id = chosen["payment_id"]
         structured_reference = description = None
         if payment_id:
-            structured_reference, failed_ogm = classify_payment_id(payment_id)
+            structured_reference, not_an_ogm = classify_payment_id(payment_id)
             if structured_reference is None:
                 description = payment_id
-                if failed_ogm:
+                if not_an_ogm:
                     self.warn("cac:PaymentMeans/cbc:PaymentID", INVALID_REFERENCE,
-                              f"PaymentID {payment_id!r} looks like an OGM but fails mod 97; kept as "
+                              f"PaymentID {payment_id!r} looks like an OGM but {not_an_ogm}; kept as "
                               "text in the description")
 
         street = get("customer_street")
@@ -1164,7 +1171,7 @@ class UblDocument:
             get("order_reference"), get("payment_terms"),
             get("supplier_registration_name") or get("supplier_party_name"),
             _vat(get("supplier_vat")), payee_iban, payee_bic, chosen_code,
-            [_OGM_STRIP.sub("", account) for account in accounts],
+            [_ACCOUNT_SEPARATORS.sub("", account) for account in accounts],
             [pm.get("code") or "" for pm in means], mandate,
             get("customer_endpoint_id"), get("customer_endpoint_scheme"),
             get("payee_name"), get("payee_id"), get("payee_company_id"),
@@ -1190,7 +1197,7 @@ class UblDocument:
         return None
 
     def _choose_account(self, means: list[dict]) -> tuple[str | None, str | None, str | None]:
-        """(IBAN, BIC, code): credit transfer (30/58) with a valid IBAN first, else any valid IBAN
+        """(IBAN, BIC, code): credit transfer (30/42/58) with a valid IBAN first, else any valid IBAN
         outside direct debit (with a warning), else nothing (with a warning)."""
         for pm in means:
             if pm["iban"] and pm.get("code") in CREDIT_TRANSFER_CODES:
@@ -1198,7 +1205,7 @@ class UblDocument:
         for pm in means:
             if pm["iban"] and pm.get("code") not in DIRECT_DEBIT_CODES:
                 self.warn("cac:PaymentMeans/cbc:PaymentMeansCode", PAYEE_IBAN_FALLBACK,
-                          f"no credit transfer (30/58) with a valid IBAN; using the IBAN of payment "
+                          f"no credit transfer (30/42/58) with a valid IBAN; using the IBAN of payment "
                           f"means code {pm.get('code')}")
                 return pm["iban"], pm.get("bic"), pm.get("code")
         accounts = [pm["account"] for pm in means if pm.get("account")]
