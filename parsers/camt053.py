@@ -78,6 +78,7 @@ CURRENCY_MISMATCH = "currency_mismatch"
 INVALID_REFERENCE = "invalid_reference"
 NOT_BOOKED = "entry_not_booked"
 MISSING_BALANCE = "missing_balance"
+BALANCE_SIGN_MISSING = "balance_sign_missing"
 
 
 def version_of(namespace: str | None) -> int | None:
@@ -178,10 +179,15 @@ class _Doc:
 
 
 def _sign(indicator: str | None, doc: _Doc, xpath: str, el) -> int:
+    """+1 for CRDT, -1 for DBIT; anything else rejects the file (an entry of unknown direction would
+    book money the wrong way). Balances go through `_StatementReader._balance_sign` instead."""
     if indicator == "CRDT":
         return 1
     if indicator == "DBIT":
         return -1
+    if indicator is None:
+        raise doc.reject("CdtDbtInd is missing; expected CRDT or DBIT", MALFORMED, f"{xpath}/CdtDbtInd", el,
+                         "CdtDbtInd")
     raise doc.reject(f"CdtDbtInd must be CRDT or DBIT, not {indicator!r}", MALFORMED,
                      f"{xpath}/CdtDbtInd", el, "CdtDbtInd")
 
@@ -280,9 +286,21 @@ class _StatementReader:
                 bal_path = f"{xpath}/Bal[{index}]"
                 amt = doc.find(bal, "Amt")
                 value = doc.milli(amt, f"{bal_path}/Amt")
-                value *= _sign(doc.text(bal, "CdtDbtInd"), doc, bal_path, bal)
+                value *= self._balance_sign(bal, bal_path, code)
                 return value, doc.date_of(doc.find(bal, "Dt"), f"{bal_path}/Dt"), amt.get("Ccy"), bal
         return None, None, None, None
+
+    def _balance_sign(self, bal, bal_path: str, code: str) -> int:
+        """Sign of a balance. Some banks (a Lithuanian one, for one) leave CdtDbtInd out of balances:
+        that is read as credit with a warning rather than refusing the file, since the balance is
+        only a control; if it was a debit, the balance check that follows says so. A present but
+        wrong value still rejects, as for an entry."""
+        indicator = self.doc.text(bal, "CdtDbtInd")
+        if indicator is None:
+            self.warn(f"{bal_path}/CdtDbtInd", BALANCE_SIGN_MISSING,
+                      f"balance {code} has no CdtDbtInd; read as credit (positive)")
+            return 1
+        return _sign(indicator, self.doc, bal_path, bal)
 
     def _statement(self, stmt, xpath: str) -> None:
         doc = self.doc
@@ -335,7 +353,7 @@ class _StatementReader:
             self.warn(f"{xpath}/Bal", BALANCE_MISMATCH,
                       f"opening {_fmt(opening)} + entries {_fmt(credit - debit)} != closing "
                       f"{_fmt(closing)}")
-        self._check_summary(stmt, xpath, (credit_count, debit_count), credit, debit)
+        self._check_summary(stmt, xpath, statement_id, (credit_count, debit_count), credit, debit)
         for info in doc.findall(stmt, "AddtlStmtInf"):
             self._info(statement_key, None, 0, 0, "AddtlStmtInf", None, info)
 
@@ -360,16 +378,23 @@ class _StatementReader:
             "source_line": stmt.sourceline,
         })
 
-    def _check_summary(self, stmt, xpath: str, counts: tuple[int, int], credit: int,
-                       debit: int) -> None:
-        """Compare TxsSummry control totals with the booked entries (a mismatch is a warning)."""
+    def _check_summary(self, stmt, xpath: str, statement_id: str | None, counts: tuple[int, int],
+                       credit: int, debit: int) -> None:
+        """Compare the TxsSummry control totals with the booked entries, like a CODA trailer.
+
+        Every figure the bank gives is checked: entry counts and sums (all, credits, debits) and the
+        net total (``TtlNetNtry/Amt`` + ``CdtDbtInd`` from v03, ``TtlNetNtryAmt`` + ``CdtDbtInd`` in
+        v02). A difference is a warning naming the statement, the element and both figures; never a
+        rejection, because the entries are what the bank booked."""
         doc = self.doc
         summary = doc.find(stmt, "TxsSummry")
         if summary is None:
             return
         where = f"{xpath}/TxsSummry"
+        label = f"statement {statement_id}" if statement_id else f"statement {xpath}"
         checks = (
             ("TtlNtries/NbOfNtries", counts[0] + counts[1], False),
+            ("TtlNtries/Sum", credit + debit, True),
             ("TtlCdtNtries/NbOfNtries", counts[0], False),
             ("TtlDbtNtries/NbOfNtries", counts[1], False),
             ("TtlCdtNtries/Sum", credit, True),
@@ -383,12 +408,42 @@ class _StatementReader:
             try:
                 theirs = doc.milli(el, f"{where}/{path}") if is_amount else int(raw)
             except (ValueError, FileRejected):
-                self.warn(f"{where}/{path}", SUMMARY_MISMATCH, f"unreadable control value {raw!r}")
+                self.warn(f"{where}/{path}", SUMMARY_MISMATCH,
+                          f"{label}: unreadable control value {raw!r} in TxsSummry/{path}")
                 continue
             if theirs != ours:
                 shown = (_fmt(theirs), _fmt(ours)) if is_amount else (theirs, ours)
                 self.warn(f"{where}/{path}", SUMMARY_MISMATCH,
-                          f"summary says {shown[0]}, the booked entries give {shown[1]}")
+                          f"{label}: TxsSummry/{path} says {shown[0]}, the booked entries give {shown[1]}")
+        self._check_net_total(summary, where, label, credit - debit)
+
+    def _check_net_total(self, summary, where: str, label: str, ours: int) -> None:
+        """TtlNtries' signed net total (credits - debits) against the booked entries."""
+        doc = self.doc
+        for amount_path, indicator_path in (("TtlNtries/TtlNetNtry/Amt", "TtlNtries/TtlNetNtry/CdtDbtInd"),
+                                            ("TtlNtries/TtlNetNtryAmt", "TtlNtries/CdtDbtInd")):
+            el = doc.find(summary, amount_path)
+            if el is None:
+                continue
+            raw = (el.text or "").strip()
+            try:
+                amount = doc.milli(el, f"{where}/{amount_path}")
+            except FileRejected:
+                self.warn(f"{where}/{amount_path}", SUMMARY_MISMATCH,
+                          f"{label}: unreadable control value {raw!r} in TxsSummry/{amount_path}")
+                return
+            indicator = doc.text(summary, indicator_path)
+            if indicator not in ("CRDT", "DBIT") and amount:
+                self.warn(f"{where}/{indicator_path}", SUMMARY_MISMATCH,
+                          f"{label}: TxsSummry/{indicator_path} is {indicator!r}, not CRDT or DBIT; "
+                          f"net total {_fmt(amount)} not checked")
+                return
+            theirs = -amount if indicator == "DBIT" else amount
+            if theirs != ours:
+                self.warn(f"{where}/{amount_path}", SUMMARY_MISMATCH,
+                          f"{label}: TxsSummry/{amount_path} with {indicator_path} says net "
+                          f"{_fmt(theirs)}, the booked entries give {_fmt(ours)}")
+            return
 
     # -- entry level -----------------------------------------------------------------------------
 

@@ -57,8 +57,11 @@ def coda_file(seq: int, body: list[list[str]], *, old: int = 0, day: date = date
 
 def camt_file(entries: list[dict], *, seq: int, old: str, new: str, day: str = "2026-11-22") -> bytes:
     def entry(e):
-        rmt = (f"<Strd><CdtrRefInf><Tp><CdOrPrtry><Cd>SCOR</Cd></CdOrPrtry><Issr>BBA</Issr></Tp>"
-               f"<Ref>{e['ogm']}</Ref></CdtrRefInf></Strd>") if e.get("ogm") else f"<Ustrd>{e.get('text', '')}</Ustrd>"
+        # "ogm" is a BBA reference; "reference" any other CdtrRefInf/Ref, with "issuer" (or none)
+        ref, issuer = (e["ogm"], "BBA") if e.get("ogm") else (e.get("reference"), e.get("issuer"))
+        tp = f"<Tp><CdOrPrtry><Cd>SCOR</Cd></CdOrPrtry><Issr>{issuer}</Issr></Tp>" if issuer else ""
+        rmt = (f"<Strd><CdtrRefInf>{tp}<Ref>{ref}</Ref></CdtrRefInf></Strd>" if ref
+               else f"<Ustrd>{e.get('text', '')}</Ustrd>")
         return f"""<Ntry><Amt Ccy="EUR">{e['amount']}</Amt><CdtDbtInd>CRDT</CdtDbtInd><Sts><Cd>BOOK</Cd></Sts>
 <BookgDt><Dt>{day}</Dt></BookgDt><ValDt><Dt>{day}</Dt></ValDt><AcctSvcrRef>{e['ref']}</AcctSvcrRef>
 <BkTxCd><Domn><Cd>PMNT</Cd><Fmly><Cd>RCDT</Cd><SubFmlyCd>ESCT</SubFmlyCd></Fmly></Domn></BkTxCd>

@@ -165,6 +165,100 @@ def test_balance_and_summary_mismatches_are_warnings():
     assert batch.movements.height == 5  # nothing dropped
 
 
+SUMMARY = b"<TtlNtries><NbOfNtries>3</NbOfNtries></TtlNtries>"
+
+
+def with_summary(total: bytes) -> bytes:
+    """V08 whose TxsSummry/TtlNtries is `total` (its credit and debit parts, 421.00 and 50.00, hold)."""
+    assert SUMMARY in V08
+    return V08.replace(SUMMARY, b"<TtlNtries>" + total + b"</TtlNtries>")
+
+
+def summary_warnings(batch: StatementBatch) -> dict[str, str]:
+    return {w.location: w.message for w in batch.warnings if w.code == "summary_mismatch"}
+
+
+@pytest.mark.parametrize("net", [
+    b"<TtlNetNtry><Amt>371.00</Amt><CdtDbtInd>CRDT</CdtDbtInd></TtlNetNtry>",  # v03 and later
+    b"<TtlNetNtryAmt>371.00</TtlNetNtryAmt><CdtDbtInd>CRDT</CdtDbtInd>",  # v02 spelling
+], ids=["TtlNetNtry", "TtlNetNtryAmt"])
+def test_summary_totals_that_hold_give_no_warning(net):
+    batch = parse(with_summary(b"<NbOfNtries>3</NbOfNtries><Sum>471.00</Sum>" + net))
+    assert [w.code for w in batch.warnings] == ["entry_not_booked"]
+
+
+def test_summary_sum_and_net_total_that_differ_are_warnings_naming_statement_xpath_and_figures():
+    batch = parse(with_summary(b"<NbOfNtries>4</NbOfNtries><Sum>470.00</Sum>"
+                               b"<TtlNetNtry><Amt>371.00</Amt><CdtDbtInd>DBIT</CdtDbtInd></TtlNetNtry>"))
+    where = "/Document/BkToCstmrStmt/Stmt[1]/TxsSummry/TtlNtries"
+    found = summary_warnings(batch)
+    assert set(found) == {f"{where}/NbOfNtries", f"{where}/Sum", f"{where}/TtlNetNtry/Amt"}
+    assert all(m.startswith("statement CF-STMT-2026-061: ") for m in found.values())
+    assert "says 4, the booked entries give 3" in found[f"{where}/NbOfNtries"]
+    assert "says 470.000, the booked entries give 471.000" in found[f"{where}/Sum"]
+    assert "says net -371.000, the booked entries give 371.000" in found[f"{where}/TtlNetNtry/Amt"]
+    assert batch.movements.height == 5  # nothing dropped
+
+
+def test_v02_net_total_that_differs_is_a_warning():
+    batch = parse(as_v02(with_summary(b"<TtlNetNtryAmt>370.00</TtlNetNtryAmt><CdtDbtInd>CRDT</CdtDbtInd>")))
+    found = summary_warnings(batch)
+    assert list(found) == ["/Document/BkToCstmrStmt/Stmt[1]/TxsSummry/TtlNtries/TtlNetNtryAmt"]
+    assert "says net 370.000, the booked entries give 371.000" in next(iter(found.values()))
+
+
+def test_credit_and_debit_summary_counts_and_sums_are_checked():
+    data = (V08.replace(b"<TtlCdtNtries><NbOfNtries>2</NbOfNtries><Sum>421.00</Sum>",
+                        b"<TtlCdtNtries><NbOfNtries>1</NbOfNtries><Sum>421.00</Sum>")
+            .replace(b"<TtlDbtNtries><NbOfNtries>1</NbOfNtries><Sum>50.00</Sum>",
+                     b"<TtlDbtNtries><NbOfNtries>1</NbOfNtries><Sum>5O.00</Sum>"))
+    found = summary_warnings(parse(data))
+    where = "/Document/BkToCstmrStmt/Stmt[1]/TxsSummry"
+    assert set(found) == {f"{where}/TtlCdtNtries/NbOfNtries", f"{where}/TtlDbtNtries/Sum"}
+    assert "says 1, the booked entries give 2" in found[f"{where}/TtlCdtNtries/NbOfNtries"]
+    assert "unreadable control value '5O.00'" in found[f"{where}/TtlDbtNtries/Sum"]
+
+
+OPENING_SIGN = b'<Amt Ccy="EUR">1000.005</Amt>\n        <CdtDbtInd>CRDT</CdtDbtInd>\n'
+CLOSING_SIGN = b'<Amt Ccy="EUR">1371.005</Amt>\n        <CdtDbtInd>CRDT</CdtDbtInd>\n'
+
+
+def test_balance_without_cdtdbtind_is_read_as_credit_with_a_warning():
+    batch = parse(V08.replace(OPENING_SIGN, b'<Amt Ccy="EUR">1000.005</Amt>\n'))
+    [stmt] = batch.statements.to_dicts()
+    assert stmt["old_balance_milli"] == 1_000_005
+    [warning] = [w for w in batch.warnings if w.code == "balance_sign_missing"]
+    assert warning.location == "/Document/BkToCstmrStmt/Stmt[1]/Bal[1]/CdtDbtInd"
+    assert "OPBD" in warning.message and "credit" in warning.message
+    assert "balance_mismatch" not in {w.code for w in batch.warnings}  # a credit after all: it adds up
+
+
+def test_balance_without_cdtdbtind_that_was_a_debit_shows_as_a_balance_mismatch():
+    data = (V08.replace(OPENING_SIGN, OPENING_SIGN.replace(b"CRDT", b"DBIT"))
+            .replace(CLOSING_SIGN, b'<Amt Ccy="EUR">629.005</Amt>\n'))  # -1000.005 + 371 = -629.005
+    batch = parse(data)
+    [stmt] = batch.statements.to_dicts()
+    assert (stmt["old_balance_milli"], stmt["new_balance_milli"]) == (-1_000_005, 629_005)
+    located = {(w.code, w.location) for w in batch.warnings}
+    assert ("balance_sign_missing", "/Document/BkToCstmrStmt/Stmt[1]/Bal[2]/CdtDbtInd") in located
+    assert ("balance_mismatch", "/Document/BkToCstmrStmt/Stmt[1]/Bal") in located
+
+
+def test_entry_without_cdtdbtind_is_rejected_saying_missing():
+    with pytest.raises(FileRejected) as caught:
+        parse(V08.replace(b"<CdtDbtInd>DBIT</CdtDbtInd>\n        <RvslInd>", b"<RvslInd>"))
+    assert caught.value.code == MALFORMED and caught.value.field == "CdtDbtInd"
+    assert caught.value.message == "CdtDbtInd is missing; expected CRDT or DBIT"
+    assert caught.value.location.startswith("/Document/BkToCstmrStmt/Stmt[1]/Ntry[3]/CdtDbtInd (line ")
+
+
+def test_balance_with_a_wrong_cdtdbtind_is_still_rejected():
+    with pytest.raises(FileRejected) as caught:
+        parse(V08.replace(OPENING_SIGN, OPENING_SIGN.replace(b"CRDT", b"CREDIT")))
+    assert caught.value.message == "CdtDbtInd must be CRDT or DBIT, not 'CREDIT'"
+    assert caught.value.location.startswith("/Document/BkToCstmrStmt/Stmt[1]/Bal[1]/CdtDbtInd")
+
+
 def test_detail_sum_mismatch_is_a_warning():
     batch = parse(V08.replace(b'<Amt Ccy="EUR">100.00</Amt>', b'<Amt Ccy="EUR">90.00</Amt>'))
     assert any(w.code == "detail_sum_mismatch" and w.location.endswith("/Ntry[2]")
@@ -196,6 +290,7 @@ def test_bad_indicator_and_date_are_rejected():
         parse(V08.replace(b"<CdtDbtInd>DBIT</CdtDbtInd>\n        <RvslInd>",
                           b"<CdtDbtInd>DEBIT</CdtDbtInd>\n        <RvslInd>"))
     assert caught.value.location.startswith("/Document/BkToCstmrStmt/Stmt[1]/Ntry[3]/CdtDbtInd")
+    assert caught.value.message == "CdtDbtInd must be CRDT or DBIT, not 'DEBIT'"
     with pytest.raises(FileRejected) as caught:
         parse(V08.replace(b"<BookgDt><Dt>2026-03-02</Dt>", b"<BookgDt><Dt>02/03/2026</Dt>", 1))
     assert caught.value.code == "invalid_date"
