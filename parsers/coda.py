@@ -32,6 +32,7 @@ import re
 import threading
 from collections import defaultdict
 from datetime import date
+from typing import NamedTuple
 
 import numpy as np
 import polars as pl
@@ -130,6 +131,10 @@ _SEGMENT = object()
 """Marks, in a list of recorded warning calls, the calls of a step that ran on another thread."""
 _ANYTHING = re.compile(rb"[^ \t\r\n\x00\x1a]")
 _SHIFTED_STREET = re.compile(r"^(.*?\S)\s{2,}(\S{1,6})$")
+_CODA_HEADER_LAYOUT = re.compile(r"0{5}\d{6}\d{3}(?:05|00)[ D] {7}")
+"""Record 0 columns 1-24: `0`, zeros, creation date, bank id, application code, duplicate, blanks."""
+_TRAILER_DATA_END = TRAILER["credit"][1]
+"""Last column of the trailer's data (count, debit and credit totals); blanks follow up to column 127."""
 
 
 
@@ -202,19 +207,41 @@ class _Warnings:
         return self.items
 
 
-def _header_problem(line: str) -> tuple[str, str] | None:
-    """Why `line` is not a usable CODA header, as (error code, reason), or None when it is one."""
+class _HeaderProblem(NamedTuple):
+    """Why a record is not a usable CODA header: the FileRejected code, a sentence, the field."""
+
+    code: str
+    reason: str
+    field: str | None = None
+
+    def reject(self, source: str, line: int) -> FileRejected:
+        return FileRejected(source, self.reason, code=self.code, location=f"line {line}", field=self.field)
+
+
+def _header_problem(line: str) -> _HeaderProblem | None:
+    """Why `line` is not a usable CODA header, or None when it is one."""
     if len(line) < 16 or line[0] != "0" or not line[:16].isdigit() or not line[:16].isascii():
-        return NOT_THIS_FORMAT, "first record is not a CODA header (record 0 with 15 digits after it)"
+        return _HeaderProblem(NOT_THIS_FORMAT, "first record is not a CODA header (record 0 with 15 digits after it)")
     if len(line) < RECORD_LENGTH:
-        return MALFORMED, f"header record is {len(line)} characters, expected {RECORD_LENGTH}"
+        return _HeaderProblem(MALFORMED, f"header record is {len(line)} characters, expected {RECORD_LENGTH}")
     version = line[RECORD_LENGTH - 1]
     if version not in SUPPORTED_VERSIONS:
-        return UNSUPPORTED_VERSION, (
-            f"CODA version code {version!r} in header column 128 is not supported "
-            f"(only version 2, and version 1 with its old layout)"
+        shown = version if version.isalnum() else repr(version)
+        return _HeaderProblem(
+            UNSUPPORTED_VERSION,
+            f"CODA version {shown} is not supported; versions 1 and 2 are (header column 128)",
+            "version code",
         )
     return None
+
+
+def _is_coda_header_layout(line: str) -> bool:
+    """A 128-character record 0 whose fixed fields sit where the spec puts them (zeros, date, bank id,
+    application code 05 (00 in one real file), blank or D, seven blanks): CODA whatever its version says.
+
+    Lets `identify` claim a CODA file of a version we cannot read, so that `parse` says why instead of
+    the operator seeing "no parser recognises this file"."""
+    return len(line) == RECORD_LENGTH and _CODA_HEADER_LAYOUT.match(line) is not None
 
 
 class CodaParser:
@@ -223,7 +250,8 @@ class CodaParser:
     name = FORMAT
 
     def identify(self, name: str, head: bytes) -> bool:
-        """Yes when the first record is a 128-character CODA header with version 1 or 2."""
+        """Yes when the first record is a 128-character CODA header: version 1 or 2, or another version
+        in an unmistakable header layout (`parse` then rejects it naming the version)."""
         if head.startswith(BOM):
             head = head[len(BOM) :]
         first = head.split(b"\n", 1)[0]
@@ -233,7 +261,10 @@ class CodaParser:
             line = first.decode("utf-8")
         except UnicodeDecodeError:
             line = first.decode("cp1252", errors="replace")
-        return len(line) == RECORD_LENGTH and _header_problem(line) is None
+        if len(line) != RECORD_LENGTH:
+            return False
+        problem = _header_problem(line)
+        return problem is None or (problem.code == UNSUPPORTED_VERSION and _is_coda_header_layout(line))
 
     # ------------------------------------------------------------------ entry point
 
@@ -387,7 +418,7 @@ class _Run:
             self.length = np.full(count, RECORD_LENGTH, dtype=np.int64)
             problem = _header_problem(self.decode(self.mat[0].tobytes()))
             if problem is not None:
-                raise FileRejected(self.source, problem[1], code=problem[0], location="line 1")
+                raise problem.reject(self.source, 1)
         else:
             self._read_lines(single)
         self._classify()
@@ -403,7 +434,7 @@ class _Run:
         start, length = int(lines.starts[first]), int(lines.lengths[first])
         problem = _header_problem(self.decode(single[start : start + length]))
         if problem is not None:
-            raise FileRejected(self.source, problem[1], code=problem[0], location=f"line {first + 1}")
+            raise problem.reject(self.source, int(first + 1))
         last = content[-1]
         inner_blank = np.flatnonzero(blank[:last])
         for i in inner_blank[:WARNINGS_PER_CODE]:
@@ -417,7 +448,15 @@ class _Run:
         self.length = lines.lengths[content]
         odd = np.flatnonzero(self.length != RECORD_LENGTH)
         is_last = self.line[odd] == self.line[-1]
-        truncated = odd[is_last & (self.length[odd] < RECORD_LENGTH)]
+        short_last = odd[is_last & (self.length[odd] < RECORD_LENGTH)]
+        # A last trailer that keeps its count and totals and ends on a non-blank only lost its trailing
+        # blanks (some banks strip them): padded and read like any record, its totals checked as usual.
+        # One cut inside its data, or ending in blanks (cut mid-record), still looks truncated.
+        ends = self.mat[short_last, np.maximum(self.length[short_last] - 1, 0)]
+        stripped = short_last[(self.mat[short_last, 0] == ord("9")) & (self.length[short_last] >= _TRAILER_DATA_END)
+                              & (ends != grid.SPACE)]
+        truncated = np.setdiff1d(short_last, stripped)
+        odd = np.setdiff1d(odd, stripped)
         self._warn_rows(
             truncated,
             W_TRUNCATED,
@@ -465,7 +504,7 @@ class _Run:
         for row in headers:
             problem = _header_problem(self._record_text(row))
             if problem is not None:
-                raise FileRejected(self.source, problem[1], code=problem[0], location=f"line {self.line[row]}")
+                raise problem.reject(self.source, int(self.line[row]))
         self.headers = headers
         self.v1 = (self.mat[headers, RECORD_LENGTH - 1] == ord("1"))[stmt - 1]
         is8 = kind == K8

@@ -89,13 +89,20 @@ def _statements(batch: StatementBatch) -> dict[str, Any]:
         "counts": {"statements": batch.statements.height, "bookings": bookings.height,
                    "details": m.height - bookings.height, "information": batch.information.height},
         "totals": {"credit": _decimal(credit, 3), "debit": _decimal(debit, 3)},
-        "references": {
-            "count": refs.height,
-            "invalid": refs.filter(~pl.col("reference_valid").fill_null(False)).height,
-            "first": refs["structured_reference"].head(MAX_LISTED).to_list(),
-        },
+        "references": {"count": refs.height, **_reference_checks(refs),
+                       "first": refs["structured_reference"].head(MAX_LISTED).to_list()},
         "errors": [],
     }
+
+
+def _reference_checks(refs: pl.DataFrame) -> dict[str, int]:
+    """How many references passed and failed their check digits, and how many were not checked.
+
+    A null `reference_valid` means no check rule is known for that kind (e.g. a Swiss QRR/ISR
+    reference in CAMT): counting it as invalid would send the operator hunting for bad digits
+    that are not there."""
+    valid = refs["reference_valid"]
+    return {"valid": int(valid.sum()), "invalid": int((~valid).sum()), "unchecked": valid.null_count()}
 
 
 def _invoices(batch: InvoiceBatch) -> dict[str, Any]:
@@ -136,10 +143,21 @@ def render_text(summary: dict[str, Any]) -> str:
     refs = summary["references"]
     if refs["count"]:
         shown = ", ".join(refs["first"][:5]) + (" …" if refs["count"] > 5 else "")
-        invalid = f" ({refs['invalid']} with bad check digits)" if refs.get("invalid") else ""
-        lines.append(f"  references: {refs['count']}{invalid}: {shown}")
+        lines.append(f"  references: {refs['count']}{_checks_text(refs)}: {shown}")
     for w in summary["warnings"]:
         lines.append(f"  warning [{w['code']}] {w['location']}: {w['message']}")
     for e in summary["errors"]:
         lines.append(f"  error row {e['row']} [{e['code']}] {e['field']}: {e['message']}")
     return "\n".join(lines)
+
+
+def _checks_text(refs: dict[str, Any]) -> str:
+    """The text's breakdown of statement references, e.g. ' (2 valid, 1 unchecked)'; '' for invoices."""
+    if "valid" not in refs:
+        return ""
+    parts = [f"{refs['valid']} valid"]
+    if refs["invalid"]:
+        parts.append(f"{refs['invalid']} with bad check digits")
+    if refs["unchecked"]:
+        parts.append(f"{refs['unchecked']} unchecked")
+    return " (" + ", ".join(parts) + ")"

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from creditflow.cli import main
+from statement_builders import camt_file, coda_file, credit  # tests/ is on sys.path (conftest)
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE_CSV = REPO / "sample_files" / "demo-utility" / "billing-2026-11.csv"
@@ -43,3 +44,48 @@ def test_unreadable_file_is_reported_and_exit_code_says_so(capsys, monkeypatch, 
     code, out = run(capsys, monkeypatch, junk)
     assert code == 1
     assert "REJECTED [not_this_format]" in out and "--creditor" in out
+
+
+QRR = "210000000003139471430009017"  # Swiss QR reference: no check rule of ours applies
+
+
+def test_statement_references_are_counted_valid_invalid_and_unchecked(capsys, monkeypatch, tmp_path):
+    path = tmp_path / "camt.xml"
+    path.write_bytes(camt_file([
+        {"amount": "10.00", "ref": "R1", "ogm": "090933755493"},
+        {"amount": "20.00", "ref": "R2", "ogm": "090933755494"},  # bad check digits
+        {"amount": "30.00", "ref": "R3", "reference": QRR, "issuer": "QRR"},
+        {"amount": "40.00", "ref": "R4", "reference": QRR},  # no issuer at all
+    ], seq=7, old="100.00", new="200.00"))
+    code, out = run(capsys, monkeypatch, path, "--json")
+    refs = json.loads(out)["references"]
+    assert code == 0
+    assert (refs["count"], refs["valid"], refs["invalid"], refs["unchecked"]) == (4, 1, 1, 2)
+    assert refs["first"] == ["090933755493", "090933755494", QRR, QRR]
+    code, out = run(capsys, monkeypatch, path)
+    assert "references: 4 (1 valid, 1 with bad check digits, 2 unchecked): " in out
+
+
+def test_unchecked_references_are_not_called_bad(capsys, monkeypatch, tmp_path):
+    path = tmp_path / "camt.xml"
+    path.write_bytes(camt_file([{"amount": "30.00", "ref": "R3", "reference": QRR, "issuer": "QRR"}],
+                               seq=8, old="0.00", new="30.00"))
+    code, out = run(capsys, monkeypatch, path)
+    assert code == 0
+    assert "references: 1 (0 valid, 1 unchecked): " in out and "bad check digits" not in out
+
+
+def test_coda_of_an_unsupported_version_is_rejected_naming_line_field_and_version(capsys, monkeypatch, tmp_path):
+    data = coda_file(3, [credit(1, 12_100)])
+    assert data[127:128] == b"2"  # header column 128: the version code
+    path = tmp_path / "v5.cod"
+    path.write_bytes(data[:127] + b"5" + data[128:])
+    code, out = run(capsys, monkeypatch, path)
+    assert code == 1
+    assert ("REJECTED [unsupported_version] line 1, version code: "
+            "CODA version 5 is not supported; versions 1 and 2 are") in out
+    code, out = run(capsys, monkeypatch, path, "--json")
+    summary = json.loads(out)
+    assert code == 1 and summary["format"] == "coda"
+    assert summary["error"]["code"] == "unsupported_version"
+    assert (summary["error"]["location"], summary["error"]["field"]) == ("line 1", "version code")

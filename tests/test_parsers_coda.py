@@ -151,7 +151,8 @@ def test_identify_accepts_headers_with_any_line_ending_and_bom():
     "head",
     [
         b"invoice_number;amount;due_date\n1;10.00;2024-01-01\n",
-        header(version="5").encode() + b"\n",
+        header(version="5", app="99").encode() + b"\n",  # unknown version and not the header layout
+        ("0" * 127 + "5").encode() + b"\n",
         header()[:100].encode() + b"\n",
         (header() + " ").encode() + b"\n",
         b"",
@@ -159,6 +160,12 @@ def test_identify_accepts_headers_with_any_line_ending_and_bom():
 )
 def test_identify_rejects_other_files(head):
     assert not PARSER.identify("x.cod", head)
+
+
+@pytest.mark.parametrize("version", ["5", "3", "0", " "])
+def test_identify_claims_a_coda_header_of_a_version_we_do_not_read(version):
+    """So that parse can say why, instead of "no parser recognises this file"."""
+    assert PARSER.identify("x.cod", coda(statement(SIMPLE, version=version))[:300])
 
 
 # ---------------------------------------------------------------- whole-file errors
@@ -181,6 +188,28 @@ def test_unusable_files_are_rejected_with_a_code(data, code):
         parse(data)
     assert raised.value.code == code
     assert raised.value.source == "test.cod"
+
+
+@pytest.mark.parametrize("newline", ["\n", "\r\n"])
+@pytest.mark.parametrize("short_line", [False, True], ids=["regular", "irregular"])
+def test_version_5_is_rejected_naming_line_1_the_field_and_the_version(newline, short_line):
+    lines = statement(SIMPLE, version="5")
+    if short_line:  # takes the line-by-line reader instead of the byte matrix
+        lines[2] = lines[2].rstrip()
+    with pytest.raises(FileRejected) as raised:
+        parse(coda(lines, newline=newline))
+    rejected = raised.value
+    assert (rejected.code, rejected.location, rejected.field) == (UNSUPPORTED_VERSION, "line 1", "version code")
+    assert rejected.message.startswith("CODA version 5 is not supported; versions 1 and 2 are")
+    assert "line 1, version code: CODA version 5" in str(rejected)
+
+
+def test_unknown_version_in_a_later_statement_names_its_header_line():
+    first = statement(SIMPLE)
+    with pytest.raises(FileRejected) as raised:
+        parse(coda(first, statement(SIMPLE, version="3")))
+    assert raised.value.location == f"line {len(first) + 1}"
+    assert "CODA version 3 is not supported" in raised.value.message
 
 
 # ---------------------------------------------------------------- a plain statement
@@ -238,6 +267,37 @@ def test_truncated_last_line_and_odd_lengths_warn_and_are_padded():
     assert ("line_length", "line 5") in warnings
     assert batch.movements.height == 2
     assert batch.movements["counterparty_name"][0] == "JANSSENS BV"
+
+
+def test_trailer_with_its_trailing_blanks_stripped_is_read_without_a_truncation_warning():
+    lines = statement(SIMPLE)
+    lines[-1] = lines[-1][:127].rstrip()  # some banks strip blanks and leave column 128 empty
+    assert len(lines[-1]) == 52
+    for data in (coda(lines), coda(lines, final=False), coda(lines, newline="\r\n")):
+        batch = parse(data)
+        assert not batch.warnings, batch.warnings
+        assert batch.statements["credit_milli"][0] == 125_500
+
+
+def test_stripped_trailer_whose_totals_are_wrong_warns_about_the_totals_not_truncation():
+    lines = statement(SIMPLE, credit=999)
+    lines[-1] = lines[-1][:127].rstrip()
+    assert codes(parse(coda(lines))) == {"trailer_credit"}
+
+
+def test_trailer_cut_inside_its_data_still_looks_truncated():
+    lines = statement(SIMPLE)
+    lines[-1] = lines[-1][:45]  # inside the credit total (columns 38-52)
+    batch = parse(coda(lines, final=False))
+    assert ("truncated_last_line", f"line {len(lines)}") in {(w.code, w.location) for w in batch.warnings}
+    assert "trailer_credit" in codes(batch)
+
+
+def test_missing_trailer_still_warns():
+    lines = statement(SIMPLE)[:-1]
+    batch = parse(coda(lines))
+    assert codes(batch) == {"missing_trailer"}
+    assert batch.movements.height == 2
 
 
 def test_blank_line_between_records_warns():
