@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import polars as pl
 
+MAX_INTEGER_DIGITS = 13
+"""Digits an amount may have before its decimal separator, in every billing format: 10^13 euros is far
+beyond any invoice and far below where Int64 cents overflow."""
+
 INVOICE_SCHEMA: dict[str, pl.DataType] = {
     "source_row": pl.Int64,  # row (CSV, header = row 1) or document number (UBL) in the source file
     "invoice_number": pl.String,

@@ -65,7 +65,7 @@ from stdnum.be import vat as be_vat
 
 from creditflow.ogm_rf import WRITTEN_OGM_SEPARATORS, ogm_is_valid, strip_written_ogm
 from creditflow.parsers.errors import RowError
-from creditflow.parsers.schema import INVOICE_SCHEMA, MAPPED_FIELDS, ROW_ERROR_COLUMNS
+from creditflow.parsers.schema import INVOICE_SCHEMA, MAPPED_FIELDS, MAX_INTEGER_DIGITS, ROW_ERROR_COLUMNS
 
 REQUIRED_FIELDS = ("invoice_number", "issue_date", "due_date", "amount", "debtor_name")
 LANGUAGES = ("nl", "fr", "en", "de")
@@ -75,7 +75,6 @@ COUNTRIES = frozenset(phonenumbers.SUPPORTED_REGIONS)
 
 EARLIEST_DATE = date(2000, 1, 1)
 LATEST_DATE = date(2099, 12, 31)
-MAX_INTEGER_DIGITS = 13  # 10^13 euros: far beyond any invoice, far below Int64 cents overflow
 
 _OPTIONAL_TEXT = ("document_type", "preceding_invoice")
 _SHOWN_CHARS = 40

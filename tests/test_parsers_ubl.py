@@ -10,6 +10,7 @@ import random
 import re
 import zipfile
 from datetime import date
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,8 @@ from creditflow.parsers.errors import MALFORMED, NOT_THIS_FORMAT, FileRejected, 
 from creditflow.parsers.schema import INVOICE_SCHEMA
 from creditflow.parsers.ubl import (
     UblParser,
+    _cents,
+    _is_decimal,
     classify_payment_id,
     days_from_terms,
     expand_zip,
@@ -171,6 +174,57 @@ def test_days_from_terms(note, days):
 ])
 def test_classify_payment_id(payment_id, expected):
     assert classify_payment_id(payment_id) == expected
+
+
+def _cents_by_decimal(raw: str) -> int | None:
+    """The rule `_cents` implements faster: the Decimal value in whole cents, at most 13 digits
+    before the point (every amount becomes Int64 cents), else nothing."""
+    try:
+        value = Decimal(raw)
+    except InvalidOperation:
+        return None
+    if not value.is_finite() or (value and value.adjusted() >= 13):
+        return None
+    scaled = value * 100
+    return int(scaled) if scaled == scaled.to_integral_value() else None
+
+
+_AMOUNT_TEXT = st.one_of(
+    st.from_regex(r"\A-?[0-9]{0,12}(\.[0-9]{0,4})?\Z"),
+    st.text(alphabet="0123456789.-+eE ١٢３", max_size=10),
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(_AMOUNT_TEXT)
+def test_amounts_are_read_as_decimal_reads_them(raw):
+    try:
+        got = _cents(raw)
+    except Exception as exc:  # noqa: BLE001 - only our own error is allowed
+        assert type(exc).__name__ == "_DocumentError"
+        got = None
+    assert got == _cents_by_decimal(raw)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_AMOUNT_TEXT)
+def test_quantity_check_is_decimals_own(raw):
+    assert _is_decimal(raw) == _finite_decimal(raw)
+
+
+def _finite_decimal(raw: str) -> bool:
+    try:
+        return Decimal(raw).is_finite()
+    except InvalidOperation:
+        return False
+
+
+def test_an_absurdly_large_amount_is_refused_naming_its_field():
+    batch = parse(INVOICE.replace(b'<cbc:PayableAmount currencyID="EUR">363.00',
+                                  b'<cbc:PayableAmount currencyID="EUR">1E999999'))
+    [error] = batch.errors
+    assert (error.field, error.code) == (PAYABLE, "invalid_amount")
+    assert "more than 13 digits" in error.message
 
 
 def test_payment_id_text_goes_to_description():
