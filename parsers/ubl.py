@@ -725,16 +725,20 @@ def days_from_terms(note: str | None) -> int | None:
     return found.pop()
 
 
-@lru_cache(maxsize=8192)
 def classify_payment_id(raw: str) -> tuple[str | None, str | None]:
     """(structured reference, None), or (None, why it looks like an OGM yet is not one) for a PaymentID.
 
     In order: an OGM as a creditor may write it (`ogm_rf.WRITTEN_OGM_SEPARATORS`: 12 digits with
     ``+++``/``***``/``/``/blanks, mod 97), then ISO 11649 RF. Text that is neither goes to the
     description; the reason, when there is one, becomes a warning, because the creditor meant an OGM.
+    Not cached: every invoice carries its own PaymentID.
     """
-    compact = strip_written_ogm(raw)
-    if len(compact) == 12 and compact.isdigit():
+    # `+++123/4567/89012+++` with two str.replace calls (a fifth of the regex's time); the regex
+    # when anything else is left, so the result is always `strip_written_ogm`'s.
+    compact = raw.replace("+", "").replace("/", "")
+    if not (len(compact) == 12 and compact.isdigit() and compact.isascii()):
+        compact = strip_written_ogm(raw)
+    if len(compact) == 12 and compact.isdigit() and compact.isascii():
         if compact_ogm_is_valid(compact):
             return compact, None
         return None, "fails mod 97"

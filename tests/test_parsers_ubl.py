@@ -17,7 +17,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from lxml import etree
+from stdnum.be import ogm_vcs
 
+from creditflow.ogm_rf import strip_written_ogm
 from creditflow.parsers import ubl as ubl_module
 from creditflow.parsers.base import InvoiceBatch
 from creditflow.parsers.errors import MALFORMED, NOT_THIS_FORMAT, FileRejected, ParseError
@@ -225,6 +227,19 @@ def test_an_absurdly_large_amount_is_refused_naming_its_field():
     [error] = batch.errors
     assert (error.field, error.code) == (PAYABLE, "invalid_amount")
     assert "more than 13 digits" in error.message
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.one_of(
+    st.text(alphabet="0123456789+/*. -\t\u00a0\u0663", max_size=24),
+    st.from_regex(r"\A\+\+\+[0-9]{3}/[0-9]{4}/[0-9]{5}\+\+\+\Z"),
+))
+def test_payment_id_is_an_ogm_exactly_when_stdnum_says_so(raw):
+    """The str.replace fast path may not change what `ogm_rf.strip_written_ogm` + stdnum decide."""
+    compact = strip_written_ogm(raw)
+    expected = compact if compact.isascii() and ogm_vcs.is_valid(compact) else None
+    got, _ = classify_payment_id(raw)
+    assert (got if got is None or got.isdigit() else None) == expected
 
 
 def test_payment_id_text_goes_to_description():
