@@ -175,7 +175,12 @@ class _Field:
                 assert attribute is None and "[" not in "".join(steps[:-2] + steps[-1:])
                 prefix = [_clark(step) for step in steps[:-2]]
                 self.vat_prefix = (_object_path(prefix) if prefix else None,
-                                   self._checks(prefix, len(prefix)))
+                                   self._checks(prefix, len(prefix)),
+                                   # the usual document in one call each: the first
+                                   # PartyTaxScheme's TaxScheme/ID and its CompanyID
+                                   _object_path(prefix + [_PARTY_TAX_SCHEME_TAG, _TAX_SCHEME_TAG,
+                                                          _CBC_ID_TAG]),
+                                   _object_path(prefix + [_PARTY_TAX_SCHEME_TAG, _COMPANY_ID_TAG]))
                 self.vat_leaf = _clark(steps[-1])
                 assert self.vat_leaf == _COMPANY_ID_TAG, "the fast path below reads CompanyID"
                 continue
@@ -189,6 +194,8 @@ class _Field:
             self.read = self._plain_reader()
         elif self._is_attribute():
             self.read = self._attribute_reader()
+        elif self.vat_leaf is not None:
+            self.read = self._vat_reader()
         else:
             self.read = self._read
 
@@ -270,8 +277,31 @@ class _Field:
         raw = found.text
         return _normalised(raw) or None if raw else None
 
+    def _vat_reader(self):
+        """The VAT predicate field as a closure. The usual document (the party's first
+        PartyTaxScheme is the VAT one, with a plain CompanyID) takes two ObjectPath calls: a node
+        found on the first-child chain is the first in document order, as for the plain fields, so
+        the same-tag sibling checks (each a walk to the end of a sibling list) are only needed when
+        that chain finds nothing; `_read_vat` then does them and walks every scheme."""
+        _, _, first_scheme_id, first_company_id = self.vat_prefix
+        exact, slow = self.exact, self._read_vat
+
+        def read(element) -> str | None:
+            identifier = first_scheme_id(element, None)
+            if identifier is None or len(identifier) or identifier.text != "VAT":
+                return slow(element)
+            company_id = first_company_id(element, None)
+            if company_id is None:
+                return slow(element)
+            if len(company_id):
+                return exact(element) or None
+            raw = company_id.text
+            return _normalised(raw) or None if raw else None
+
+        return read
+
     def _read_vat(self, element) -> str | None:
-        prefix, checks = self.vat_prefix
+        prefix, checks, _, _ = self.vat_prefix
         for check in checks:
             if check(element, None) is not None:
                 return self.exact(element) or None
