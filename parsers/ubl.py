@@ -15,6 +15,15 @@ Why it is built this way:
   ``RowError``s naming the document (the ZIP member name) and the XPath of the bad field, while the
   rest of the batch goes on. ``parse`` on one file raises ``FileRejected`` only when the file as a
   whole is unreadable (not XML, DOCTYPE, not a UBL Invoice/CreditNote).
+* Peppol envelopes: a StandardBusinessDocument (SBDH) whose one payload is a UBL Invoice or
+  CreditNote is read as that document (`_unwrap_sbd`; only a root that is not UBL is looked at,
+  so an ordinary document never pays for it). XPaths in errors and warnings then name the element
+  where it really is: ``/StandardBusinessDocument/Invoice/cbc:ID``. Several payloads, or one that
+  is not UBL, are refused naming the element.
+* What we do not need does not reject a document: an embedded attachment that is not valid base64
+  is dropped with a warning (we render our own PDF); a credit note without a due date (UBL 2.1 has
+  no root DueDate on a CreditNote) or without PaymentMeans (the creditor pays it back) is normal
+  and not warned about, while an invoice without them is.
 * Sign: the receivable delta is +PayableAmount for an Invoice and -PayableAmount for a CreditNote,
   whatever sign is written (a negative credit note means the buyer owes).
 * Nothing money-related goes through float: amounts are read as integers ("123.45") or, when
@@ -71,6 +80,15 @@ _ROOTS = {
     f"{{{INVOICE_NS}}}Invoice": ("Invoice", "invoice"),
     f"{{{CREDIT_NOTE_NS}}}CreditNote": ("CreditNote", "credit_note"),
 }
+# A Peppol access point delivers the document inside a StandardBusinessDocument envelope (SBDH):
+# the header first, then the payload (see `_unwrap_sbd`).
+SBDH_NS = "http://www.unece.org/cefact/namespaces/StandardBusinessDocumentHeader"
+_SBD_TAG = f"{{{SBDH_NS}}}StandardBusinessDocument"
+_SBD_HEADER_TAG = f"{{{SBDH_NS}}}StandardBusinessDocumentHeader"
+_HEAD_MARKERS = (INVOICE_NS.encode(), CREDIT_NOTE_NS.encode(), SBDH_NS.encode())
+# A Peppol participant identifier written whole ("0208:0705969661"): the ICD, then the identifier.
+PEPPOL_ACTOR_SCHEME = "iso6523-actorid-upis"
+_PEPPOL_ACTOR_ID = re.compile(r"([0-9]{4}):(.+)")
 
 # RowError / ParseWarning codes
 MISSING = "missing"
@@ -84,6 +102,7 @@ INVALID_PHONE = "invalid_phone"
 INVALID_VAT = "invalid_vat"
 UNSUPPORTED_CURRENCY = "unsupported_currency"
 NO_PAYEE_IBAN = "no_payee_iban"
+SBD_SEVERAL_PAYLOADS = "sbd_several_payloads"
 PAYEE_IBAN_FALLBACK = "payee_iban_not_credit_transfer"
 INVALID_REFERENCE = "invalid_reference"
 SKIPPED_MEMBER = "skipped_member"
@@ -868,6 +887,38 @@ def _with_eur(canonical) -> tuple:
     return (*canonical[:_CURRENCY_INDEX], "EUR", *canonical[_CURRENCY_INDEX + 1:])
 
 
+def _unwrap_sbd(root, source: str) -> tuple:
+    """(the UBL Invoice / CreditNote, its path from the file's root) for a root that is NOT one.
+
+    Only called when the root tag is not in `_ROOTS`, so an ordinary document never pays for it.
+    A Peppol access point delivers the document in a StandardBusinessDocument envelope: the
+    StandardBusinessDocumentHeader (routing data we do not need), then exactly one payload, read
+    as the document. Anything else is refused with a typed error naming the element: a root that
+    is neither, an envelope without a payload or with a payload other than a UBL Invoice or
+    CreditNote (NOT_THIS_FORMAT), an envelope with several payloads (SBD_SEVERAL_PAYLOADS: which
+    one the sender meant is not ours to guess).
+    """
+    if root.tag != _SBD_TAG:
+        raise FileRejected(source, f"root element {root.tag} is not a UBL Invoice or CreditNote",
+                           code=NOT_THIS_FORMAT, location="/")
+    payloads = [child for child in root.iterchildren(tag=etree.Element)
+                if child.tag != _SBD_HEADER_TAG]
+    if not payloads:
+        raise FileRejected(source, "the StandardBusinessDocument holds no document after its header",
+                           code=NOT_THIS_FORMAT, location="/StandardBusinessDocument")
+    if len(payloads) > 1:
+        raise FileRejected(source, f"the StandardBusinessDocument holds {len(payloads)} documents ("
+                           + ", ".join(child.tag for child in payloads) + "); one UBL Invoice or "
+                           "CreditNote per envelope is expected", code=SBD_SEVERAL_PAYLOADS,
+                           location="/StandardBusinessDocument")
+    [payload] = payloads
+    if payload.tag not in _ROOTS:
+        raise FileRejected(source, f"the StandardBusinessDocument holds {payload.tag}, not a UBL "
+                           "Invoice or CreditNote", code=NOT_THIS_FORMAT,
+                           location=f"/StandardBusinessDocument/{etree.QName(payload).localname}")
+    return payload, f"StandardBusinessDocument/{_ROOTS[payload.tag][0]}"
+
+
 class UblParser:
     """UBL Invoice / CreditNote documents -> one `InvoiceBatch` (invoices + lines/vat/documents/
     attachments frames in ``extra``)."""
@@ -876,21 +927,26 @@ class UblParser:
 
     def identify(self, name: str, head: bytes) -> bool:
         """UBL by the root namespace in the first bytes; a ``.zip`` is claimed too, because a ZIP of
-        e-invoices is the only archive a creditor drops (its members are checked one by one)."""
+        e-invoices is the only archive a creditor drops (its members are checked one by one).
+
+        The SBDH namespace counts too: in a Peppol envelope the UBL namespace comes after the
+        StandardBusinessDocumentHeader, which can be longer than the head we are given (4 KiB). An
+        envelope around something else is then claimed and refused by `parse`, naming its payload.
+        """
         if head[:4] == b"PK\x03\x04":
             return name.lower().endswith(".zip")
-        return INVOICE_NS.encode() in head or CREDIT_NOTE_NS.encode() in head
+        return any(marker in head for marker in _HEAD_MARKERS)
 
     def parse(self, data: bytes, *, source: str) -> InvoiceBatch:
         """One XML document, or a ZIP of documents (detected by its magic bytes)."""
         if data[:4] == b"PK\x03\x04":
             return self.parse_zip(data, source=source)
         root = parse_xml(data, source=source)
+        root_path = None
         if root.tag not in _ROOTS:
-            raise FileRejected(source, f"root element {root.tag} is not a UBL Invoice or CreditNote",
-                               code=NOT_THIS_FORMAT, location="/")
+            root, root_path = _unwrap_sbd(root, source)
         reader = _BatchReader(source)
-        reader.read_root(root, source, 1)
+        reader.read_root(root, source, 1, root_path)
         return reader.batch()
 
     def parse_zip(self, data: bytes, *, source: str, **limits) -> InvoiceBatch:
@@ -920,10 +976,12 @@ class UblParser:
         """What we read from one document BEFORE the shared validation (for tools and tests):
         `.problems` lists what already rejects it, `.info` the documents-frame values."""
         root = parse_xml(data, source=source)
+        root_path = None
         if root.tag not in _ROOTS:
-            raise FileRejected(source, f"root element {root.tag} is not a UBL Invoice or CreditNote",
-                               code=NOT_THIS_FORMAT, location="/")
+            root, root_path = _unwrap_sbd(root, source)
         document = UblDocument(root, source, source, 1)
+        if root_path is not None:
+            document.root_name = root_path
         try:
             document.extract()
         except _DocumentError as exc:
@@ -951,19 +1009,24 @@ class _BatchReader:
             self.errors.append(RowError(where, number, None, exc.location or "/", exc.code,
                                         f"{name}: {exc.message}"))
             return
+        root_path = None
         if root.tag not in _ROOTS:
-            self.errors.append(RowError(where, number, None, "/", NOT_THIS_FORMAT,
-                                        f"{name}: root element {root.tag} is not a UBL Invoice or "
-                                        "CreditNote"))
-            return
-        self._read(root, name, number)
+            try:
+                root, root_path = _unwrap_sbd(root, where)
+            except FileRejected as exc:
+                self.errors.append(RowError(where, number, None, exc.location or "/", exc.code,
+                                            f"{name}: {exc.message}"))
+                return
+        self._read(root, name, number, root_path)
 
-    def read_root(self, root, name: str, number: int) -> None:
+    def read_root(self, root, name: str, number: int, root_path: str | None = None) -> None:
         self.read += 1
-        self._read(root, name, number)
+        self._read(root, name, number, root_path)
 
-    def _read(self, root, name: str, number: int) -> None:
+    def _read(self, root, name: str, number: int, root_path: str | None) -> None:
         document = UblDocument(root, name, self._doc_source(name), number)
+        if root_path is not None:  # inside an SBDH envelope (see `_unwrap_sbd`)
+            document.root_name = root_path
         try:
             document.extract()
         except _DocumentError as exc:
@@ -1072,6 +1135,9 @@ class UblDocument:
         self.name = name
         self.where = where
         self.number = number
+        # root_name: the document element's path from the file's root, without the leading "/"
+        # ("Invoice"; "StandardBusinessDocument/Invoice" in an envelope, set by the caller), so
+        # every XPath reported names the element where it really is.
         self.root_name, self.document_type = _ROOTS[root.tag]
         self.invoice_number: str | None = None
         self.problems: list[tuple[str, str, str]] = []
@@ -1216,6 +1282,9 @@ class UblDocument:
         self.vat = vat
         self.attachments = attachments
         accounts = [pm["account"] for pm in means if pm.get("account")]
+        endpoint_id, endpoint_scheme = buyer.customer_endpoint_id, buyer.customer_endpoint_scheme
+        if endpoint_scheme == PEPPOL_ACTOR_SCHEME:  # one comparison on an ordinary document
+            endpoint_id, endpoint_scheme = _split_actor_id(endpoint_id, endpoint_scheme)
         self.document = (
             self.number, self.name, number, self.document_type, doc.type_code,
             doc.customization_id, doc.profile_id, doc.buyer_reference,
@@ -1224,7 +1293,7 @@ class UblDocument:
             _vat(doc.supplier_vat), payee_iban, payee_bic, chosen_code,
             [_ACCOUNT_SEPARATORS.sub("", account) for account in accounts],
             [pm.get("code") or "" for pm in means], mandate,
-            buyer.customer_endpoint_id, buyer.customer_endpoint_scheme,
+            endpoint_id, endpoint_scheme,
             doc.payee_name, doc.payee_id, doc.payee_company_id,
             payable,
         )
@@ -1232,7 +1301,8 @@ class UblDocument:
     def _due_date(self, due_text: str | None, terms: str | None, means: list[dict],
                   issue_date: date | None) -> date | None:
         """BT-9 DueDate, else the first PaymentMeans/PaymentDueDate (credit notes have no root
-        DueDate), else issue date + N from an "N days" payment-terms note, else None + warning."""
+        DueDate), else issue date + N from an "N days" payment-terms note, else None + a warning
+        for an invoice (none for a credit note, see below)."""
         if due_text is not None:
             return self.attempt(_date, due_text, "cbc:DueDate")
         for index, pm in enumerate(means, start=1):
@@ -1243,6 +1313,10 @@ class UblDocument:
             days = days_from_terms(terms)
             if days is not None:
                 return issue_date + timedelta(days=days)
+        if self.document_type == "credit_note":
+            # The UBL 2.1 CreditNote has no root DueDate and Peppol BIS 3 makes BT-9 optional, so a
+            # valid credit note usually has none: warning on it would warn on every credit note.
+            return None
         self.warn("cbc:DueDate", NO_DUE_DATE,
                   "no DueDate, PaymentDueDate or parseable 'N days' payment terms")
         return None
@@ -1263,6 +1337,11 @@ class UblDocument:
         if accounts:
             self.warn("cac:PaymentMeans/cac:PayeeFinancialAccount/cbc:ID", NO_PAYEE_IBAN,
                       "no payment means carries a valid IBAN: " + ", ".join(accounts))
+        elif not means and self.document_type == "invoice":
+            # An invoice without PaymentMeans says nowhere where to pay: as much a gap as an
+            # account that is no IBAN. A credit note without one is normal (the creditor pays it
+            # back; there is nothing to collect), so it gets no warning.
+            self.warn("cac:PaymentMeans", NO_PAYEE_IBAN, "no PaymentMeans: no payee IBAN")
         return None, None, None
 
     def _lines(self, number: str | None, elements: list) -> list[tuple]:
@@ -1323,13 +1402,25 @@ class UblDocument:
                         content = base64.b64decode(_B64_WS.sub("", element.text or ""),
                                                    validate=True)
                     except (binascii.Error, ValueError):
-                        self.problem(f"cac:AdditionalDocumentReference[{index}]/cac:Attachment/"
-                                     "cbc:EmbeddedDocumentBinaryObject", INVALID_BASE64,
-                                     "attachment is not valid base64")
+                        # The creditor's own PDF is optional (we render ours): a broken one is
+                        # dropped with a warning, and the invoice is kept.
+                        self.warn(f"cac:AdditionalDocumentReference[{index}]/cac:Attachment/"
+                                  "cbc:EmbeddedDocumentBinaryObject", INVALID_BASE64,
+                                  "attachment is not valid base64: dropped, the invoice is kept")
                         continue
                     rows.append((self.number, self.name, number, element.get("filename"),
                                  element.get("mimeCode"), content))
         return rows
+
+
+def _split_actor_id(endpoint_id: str | None, scheme: str) -> tuple[str | None, str]:
+    """(identifier, scheme) of an EndpointID whose schemeID is PEPPOL_ACTOR_SCHEME: a value
+    "0208:0705969661" carries the ICD in front, so it becomes ("0705969661", "0208") like an
+    EndpointID written with schemeID="0208". Any other value is kept as written."""
+    match = _PEPPOL_ACTOR_ID.fullmatch(endpoint_id) if endpoint_id else None
+    if match is None:
+        return endpoint_id, scheme
+    return match[2], match[1]
 
 
 def _payment_means(element) -> dict:
