@@ -5,14 +5,27 @@ Why the choices below:
 * Version: any ``camt.053.001.NN`` with NN >= 02 is read. The elements we need kept their names from
   v02 to v13; the few that moved (``Dbtr/Nm`` -> ``Dbtr/Pty/Nm`` in v08, ``BIC`` -> ``BICFI`` in v03,
   ``Sts`` -> ``Sts/Cd`` in v08) are read in both forms. So we bind the namespace read from the root
-  instead of keeping one code path per version.
+  instead of keeping one code path per version. Austrian banks (STUZZA) name the same body
+  ``ISO:camt.053.001.02:APC:STUZZA:payments:003``; `version_of` is the one place that maps a namespace
+  to its version, and the body is read in whatever namespace the root declares.
 * A statement is all or nothing: a bad amount or date in one entry raises ``FileRejected`` naming the
   element by XPath and line. Importing the other entries would leave a statement whose balances no
   longer add up, which reconciliation must never see. Inconsistencies the bank itself produced
   (opening + entries != closing, a wrong ``TxsSummry``, an invalid OGM) are warnings: the data is
   what the bank booked.
 * Only booked entries (``Sts`` BOOK, or no status) become movements; pending/information entries do
-  not count in the balance and are reported as a warning.
+  not count in the balance and are reported as a warning. ``Sts`` is mandatory in the schema, yet a
+  Lithuanian bank leaves it out of every entry, and its balances only add up with those entries counted:
+  so an entry without status is a booking, silently (bank-statements.md §3 says "reconcile only BOOK";
+  this is the one reading of a *missing* status that keeps the statement whole).
+* An entry with neither ``BookgDt`` nor ``ValDt`` (the same Lithuanian bank) is dated with the
+  statement's own date (closing booked balance, else ``CreDtTm``, else ``FrToDt/ToDtTm``) and a warning:
+  a booking without any date could not be matched or reported by day.
+* A 12-digit ``CdtrRefInf/Ref`` without issuer is read as a Belgian OGM only on a Belgian (``BE``)
+  account: elsewhere twelve digits are just a creditor's reference (an Austrian one fails the OGM check
+  digits), kept unchecked. An explicit ``Issr`` BBA is checked on any account.
+* ``NOTPROVIDED`` / ``NOT PROVIDED`` in a reference field means "none" and is dropped, as the CODA
+  parser does (`parsers.identifiers.NOT_PROVIDED`).
 * One ``Ntry`` is one booking. A batch (``NtryDtls/Btch`` or several ``TxDtls``) also yields one
   detail movement per ``TxDtls`` (``parent_key`` = the booking), like a CODA globalisation; a single
   ``TxDtls`` just enriches its booking.
@@ -32,7 +45,8 @@ import re
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
-from functools import lru_cache
+from functools import cache, lru_cache
+from typing import Callable
 from zoneinfo import ZoneInfo
 
 import polars as pl
@@ -48,7 +62,7 @@ from creditflow.parsers.errors import (
     FileRejected,
     ParseWarning,
 )
-from creditflow.parsers.identifiers import compact_iban
+from creditflow.parsers.identifiers import NOT_PROVIDED, compact_iban
 from creditflow.parsers.statements import (
     INFORMATION_SCHEMA,
     MOVEMENT_SCHEMA,
@@ -60,8 +74,16 @@ from creditflow.parsers.xmlsafe import parse_xml
 BRUSSELS = ZoneInfo("Europe/Brussels")  # parsers may not import config; same zone as config.settings
 
 FORMAT = "camt053"
-_NS_RE = re.compile(r"^urn:iso:std:iso:20022:tech:xsd:camt\.053\.001\.(\d{2})$")
-_NS_PREFIX = "urn:iso:std:iso:20022:tech:xsd:camt.053."
+# The namespace spellings of a camt.053 Document, each giving the camt.053.001 version of its body.
+# STUZZA (Austrian banks) writes the plain camt.053.001.02 body under its own URN.
+_NAMESPACES = (
+    re.compile(r"^urn:iso:std:iso:20022:tech:xsd:camt\.053\.001\.(\d{2})$"),
+    re.compile(r"^ISO:camt\.053\.001\.(\d{2}):APC:STUZZA:payments:\d{3}$"),
+)
+# What every camt.053 namespace of those families starts with: enough to claim the file (identify) and
+# to refuse an unknown version of it by name rather than as "not this format".
+_NS_PREFIXES = ("urn:iso:std:iso:20022:tech:xsd:camt.053.", "ISO:camt.053.")
+_NS_PREFIX_BYTES = tuple(prefix.encode() for prefix in _NS_PREFIXES)
 # Stricter than reconciliation's OGM_IN_TEXT: a match becomes the movement's reference, so it must be framed.
 _OGM_IN_TEXT = re.compile(r"(?:\+\+\+|\*\*\*)\s*(\d{3})\s*/\s*(\d{4})\s*/\s*(\d{5})\s*(?:\+\+\+|\*\*\*)")
 _REFERENCE_SEPARATORS = re.compile(STATEMENT_REFERENCE_SEPARATORS)
@@ -79,12 +101,17 @@ INVALID_REFERENCE = "invalid_reference"
 NOT_BOOKED = "entry_not_booked"
 MISSING_BALANCE = "missing_balance"
 BALANCE_SIGN_MISSING = "balance_sign_missing"
+ENTRY_DATE_MISSING = "entry_date_missing"
 
 
 def version_of(namespace: str | None) -> int | None:
-    """The NN of ``camt.053.001.NN``, or None when the namespace is not camt.053.001."""
-    match = _NS_RE.match(namespace or "")
-    return int(match.group(1)) if match else None
+    """The NN of ``camt.053.001.NN`` (ISO or STUZZA spelling), or None when the namespace is not
+    camt.053.001."""
+    for pattern in _NAMESPACES:
+        match = pattern.match(namespace or "")
+        if match:
+            return int(match.group(1))
+    return None
 
 
 @lru_cache(maxsize=512)
@@ -120,6 +147,14 @@ class _Doc:
         """First non-empty of several paths, in the order given (not document order)."""
         for path in paths:
             value = self.text(el, path)
+            if value is not None:
+                return value
+        return None
+
+    def first_reference(self, el, *paths: str) -> str | None:
+        """Like `first_text`, skipping NOTPROVIDED placeholders (the next path may hold a real one)."""
+        for path in paths:
+            value = _provided(self.text(el, path))
             if value is not None:
                 return value
         return None
@@ -192,22 +227,47 @@ def _sign(indicator: str | None, doc: _Doc, xpath: str, el) -> int:
                      f"{xpath}/CdtDbtInd", el, "CdtDbtInd")
 
 
+def _provided(value: str | None) -> str | None:
+    """`value`, or None when it is a placeholder for "no reference" (`NOT_PROVIDED`)."""
+    if value is None or value.upper() in NOT_PROVIDED:
+        return None
+    return value
+
+
 def _compact_account(iban: str | None, other: str | None) -> str | None:
+    """The account compacted when it is a valid IBAN, else as written. Some banks put the IBAN in
+    ``Othr/Id`` rather than ``IBAN``; it is the same account, so it gets the same compact form."""
     if iban:
         return compact_iban(iban) or iban
-    return other
+    if other:
+        return compact_iban(other) or other
+    return None
 
 
-def _reference(ref: str, issuer: str | None) -> tuple[str, str, bool | None]:
-    """(communication_type, structured_reference, reference_valid) for a CdtrRefInf/Ref."""
+def _reference(ref: str, issuer: str | None, belgian: bool) -> tuple[str, str, bool | None]:
+    """(communication_type, structured_reference, reference_valid) for a CdtrRefInf/Ref.
+
+    Twelve digits without an issuer are a Belgian OGM only on a Belgian account (`belgian`); elsewhere
+    they are some creditor's own reference (Austrian files have them) with no check digits we know."""
     issuer = (issuer or "").strip().upper()
     compact = _REFERENCE_SEPARATORS.sub("", ref)
-    if issuer == "BBA" or (not issuer and compact.isdigit() and len(compact) == 12):
+    if issuer == "BBA" or (not issuer and belgian and compact.isdigit() and len(compact) == 12):
         return "BBA", compact, compact.isdigit() and ogm_vcs.is_valid(compact)
     if issuer == "ISO" or compact.upper().startswith("RF"):
         rf = iso11649.compact(ref)
         return "ISO", rf, iso11649.is_valid(rf)
     return "SCOR", ref.strip(), None
+
+
+@dataclass(frozen=True)
+class _StatementContext:
+    """What the entries of one statement need to know about it."""
+
+    key: str
+    account_iban: str | None
+    currency: str | None
+    belgian: bool  # a BE account: an issuer-less 12-digit reference is an OGM
+    fallback_date: Callable[[], tuple[date | None, str]]  # (date, where from) for an undated entry
 
 
 @dataclass
@@ -223,14 +283,14 @@ class Camt053Parser:
     name = FORMAT
 
     def identify(self, name: str, head: bytes) -> bool:
-        return _NS_PREFIX.encode() in head
+        return any(prefix in head for prefix in _NS_PREFIX_BYTES)
 
     def parse(self, data: bytes, *, source: str) -> StatementBatch:
         root = parse_xml(data, source=source)
         qname = etree.QName(root)
         version = version_of(qname.namespace)
         if version is None or qname.localname != "Document":
-            if (qname.namespace or "").startswith(_NS_PREFIX):
+            if (qname.namespace or "").startswith(_NS_PREFIXES):
                 raise FileRejected(source, f"unsupported camt.053 namespace {qname.namespace}",
                                    code=UNSUPPORTED_VERSION, location="/Document")
             raise FileRejected(source, f"root element {qname.text} is not a camt.053 Document",
@@ -311,6 +371,10 @@ class _StatementReader:
             account_iban = compact_iban(iban)
             if account_iban is None:
                 self.warn(f"{xpath}/Acct/Id/IBAN", "invalid_iban", f"account IBAN {iban!r} is not valid")
+        # The key keeps the account as it was before Othr/Id IBANs were recognised: same statement, same key.
+        key_account = account_iban or iban or other
+        if account_iban is None and other:
+            account_iban = compact_iban(other)  # an IBAN in Othr/Id (Bank of Lithuania, some Dutch banks)
         currency = doc.text(stmt, "Acct/Ccy")
         opening, opening_date, opening_ccy, _ = self._balance(stmt, xpath, ("OPBD", "PRCD"))
         closing, closing_date, closing_ccy, _ = self._balance(stmt, xpath, ("CLBD",))
@@ -326,16 +390,22 @@ class _StatementReader:
         created = doc.text(stmt, "CreDtTm")
         creation_date = doc.datetime_date(created, f"{xpath}/CreDtTm", stmt) if created else None
         key_material = "|".join(
-            str(part or "") for part in (FORMAT, account_iban or iban or other, currency, statement_id,
+            str(part or "") for part in (FORMAT, key_account, currency, statement_id,
                                          electronic_seq, legal_seq, opening_date, closing_date)
         )
         statement_key = "camt053-" + hashlib.sha256(key_material.encode()).hexdigest()[:24]
+        context = _StatementContext(
+            key=statement_key,
+            account_iban=account_iban,
+            currency=currency,
+            belgian=(account_iban or iban or other or "").lstrip().upper().startswith("BE"),
+            fallback_date=cache(lambda: self._statement_date(stmt, xpath, closing_date, creation_date)),
+        )
 
         credit = debit = 0
         credit_count = debit_count = 0
         for index, entry in enumerate(doc.findall(stmt, "Ntry"), start=1):
-            amount = self._entry(entry, f"{xpath}/Ntry[{index}]", index, statement_key, account_iban,
-                                 currency)
+            amount = self._entry(entry, f"{xpath}/Ntry[{index}]", index, context)
             if amount is None:
                 continue
             if amount >= 0:
@@ -378,6 +448,21 @@ class _StatementReader:
             "source_line": stmt.sourceline,
         })
 
+    def _statement_date(self, stmt, xpath: str, closing_date: date | None,
+                        creation_date: date | None) -> tuple[date | None, str]:
+        """The date an entry without BookgDt/ValDt is booked on, and where it comes from: the closing
+        booked balance's date, else the statement's creation date (Brussels), else the end of its
+        period. Read only when an entry needs it, so a bad ``ToDtTm`` never rejects a dated statement."""
+        if closing_date is not None:
+            return closing_date, "closing balance (CLBD) date"
+        if creation_date is not None:
+            return creation_date, "creation date (CreDtTm)"
+        period_end = self.doc.text(stmt, "FrToDt/ToDtTm")
+        if period_end is not None:
+            return (self.doc.datetime_date(period_end, f"{xpath}/FrToDt/ToDtTm", stmt),
+                    "period end (FrToDt/ToDtTm)")
+        return None, "nothing"
+
     def _check_summary(self, stmt, xpath: str, statement_id: str | None, counts: tuple[int, int],
                        credit: int, debit: int) -> None:
         """Compare the TxsSummry control totals with the booked entries, like a CODA trailer.
@@ -392,15 +477,19 @@ class _StatementReader:
             return
         where = f"{xpath}/TxsSummry"
         label = f"statement {statement_id}" if statement_id else f"statement {xpath}"
+        # TtlNtries/Sum is the sum of all entries, credits and debits alike (ISO), but Wise writes the
+        # absolute net there (credits 1000, debits 900, Sum 100) while its credit/debit subtotals and
+        # balances hold: that reading is accepted too. The net itself is still checked, signed, by
+        # TtlNetNtry when the bank gives it.
         checks = (
-            ("TtlNtries/NbOfNtries", counts[0] + counts[1], False),
-            ("TtlNtries/Sum", credit + debit, True),
-            ("TtlCdtNtries/NbOfNtries", counts[0], False),
-            ("TtlDbtNtries/NbOfNtries", counts[1], False),
-            ("TtlCdtNtries/Sum", credit, True),
-            ("TtlDbtNtries/Sum", debit, True),
+            ("TtlNtries/NbOfNtries", counts[0] + counts[1], False, ()),
+            ("TtlNtries/Sum", credit + debit, True, (abs(credit - debit),)),
+            ("TtlCdtNtries/NbOfNtries", counts[0], False, ()),
+            ("TtlDbtNtries/NbOfNtries", counts[1], False, ()),
+            ("TtlCdtNtries/Sum", credit, True, ()),
+            ("TtlDbtNtries/Sum", debit, True, ()),
         )
-        for path, ours, is_amount in checks:
+        for path, ours, is_amount, also_accepted in checks:
             el = doc.find(summary, path)
             if el is None:
                 continue
@@ -411,7 +500,7 @@ class _StatementReader:
                 self.warn(f"{where}/{path}", SUMMARY_MISMATCH,
                           f"{label}: unreadable control value {raw!r} in TxsSummry/{path}")
                 continue
-            if theirs != ours:
+            if theirs != ours and theirs not in also_accepted:
                 shown = (_fmt(theirs), _fmt(ours)) if is_amount else (theirs, ours)
                 self.warn(f"{where}/{path}", SUMMARY_MISMATCH,
                           f"{label}: TxsSummry/{path} says {shown[0]}, the booked entries give {shown[1]}")
@@ -447,11 +536,12 @@ class _StatementReader:
 
     # -- entry level -----------------------------------------------------------------------------
 
-    def _entry(self, entry, xpath: str, index: int, statement_key: str, account_iban: str | None,
-               account_currency: str | None) -> int | None:
+    def _entry(self, entry, xpath: str, index: int, context: _StatementContext) -> int | None:
         """Append the booking (and its details); return its signed amount, None if not booked."""
         doc = self.doc
+        statement_key, account_iban, account_currency = context.key, context.account_iban, context.currency
         status = doc.first_text(entry, "Sts/Cd", "Sts")
+        # No status at all is a booking (see the module docstring); only another status is not.
         if status is not None and status != "BOOK":
             self.warn(xpath, NOT_BOOKED, f"entry status {status}: not a booking, skipped")
             return None
@@ -465,6 +555,8 @@ class _StatementReader:
         is_reversal = (doc.text(entry, "RvslInd") or "").lower() in ("true", "1")
         booking_date = doc.date_of(doc.find(entry, "BookgDt"), f"{xpath}/BookgDt")
         value_date = doc.date_of(doc.find(entry, "ValDt"), f"{xpath}/ValDt")
+        if booking_date is None and value_date is None:
+            booking_date = self._undated(xpath, context)
         movement_key = f"{statement_key}:{index}:0"
 
         details = []
@@ -500,12 +592,12 @@ class _StatementReader:
             "counterparty_bic": None,
             "end_to_end_id": None,
             "bank_reference": doc.text(entry, "AcctSvcrRef"),
-            "customer_reference": doc.first_text(batch, "PmtInfId", "MsgId"),
+            "customer_reference": doc.first_reference(batch, "PmtInfId", "MsgId"),
             "return_reason": None,
             "source_line": entry.sourceline,
         }
         if details and not has_details:
-            self._enrich(booking, details[0][0], details[0][1], sign, is_reversal)
+            self._enrich(booking, details[0][0], details[0][1], sign, is_reversal, context.belgian)
         self.movements.append(booking)
         for info in doc.findall(entry, "AddtlNtryInf"):
             self._info(statement_key, movement_key, index, 0, "AddtlNtryInf",
@@ -525,7 +617,7 @@ class _StatementReader:
                     customer_reference=None,
                     source_line=tx.sourceline,
                 )
-                self._enrich(detail, tx, tx_path, sign, is_reversal)
+                self._enrich(detail, tx, tx_path, sign, is_reversal, context.belgian)
                 self.movements.append(detail)
                 if detail["amount_milli"] is not None:
                     detail_sum += detail["amount_milli"]
@@ -538,6 +630,17 @@ class _StatementReader:
                           f"details sum to {_fmt(detail_sum)}, the entry is {_fmt(amount)}")
         return amount
 
+    def _undated(self, xpath: str, context: _StatementContext) -> date | None:
+        """Booking date of an entry with neither BookgDt nor ValDt: the statement's, with a warning."""
+        day, source = context.fallback_date()
+        if day is None:
+            self.warn(xpath, ENTRY_DATE_MISSING,
+                      "entry has no BookgDt or ValDt and the statement gives no date either: left undated")
+        else:
+            self.warn(xpath, ENTRY_DATE_MISSING,
+                      f"entry has no BookgDt or ValDt: booked on {day.isoformat()}, the statement's {source}")
+        return day
+
     def _tx_code(self, el) -> str | None:
         doc = self.doc
         domain = doc.text(el, "BkTxCd/Domn/Cd")
@@ -547,7 +650,7 @@ class _StatementReader:
             return "/".join((domain, family, sub))
         return doc.text(el, "BkTxCd/Prtry/Cd")
 
-    def _enrich(self, row: dict, tx, xpath: str, entry_sign: int, is_reversal: bool) -> None:
+    def _enrich(self, row: dict, tx, xpath: str, entry_sign: int, is_reversal: bool, belgian: bool) -> None:
         """Fill `row` from one TxDtls (references, remittance, counterparty, return reason)."""
         doc = self.doc
         statement_key = row["statement_key"]
@@ -568,11 +671,11 @@ class _StatementReader:
                 row["transaction_code"] = code
             row["bank_reference"] = doc.text(tx, "Refs/AcctSvcrRef") or row["bank_reference"]
 
-        end_to_end = doc.text(tx, "Refs/EndToEndId")
-        if end_to_end and end_to_end.upper() != "NOTPROVIDED":
+        end_to_end = _provided(doc.text(tx, "Refs/EndToEndId"))
+        if end_to_end:
             row["end_to_end_id"] = end_to_end
         row["customer_reference"] = (
-            doc.first_text(tx, "Refs/InstrId", "Refs/MsgId", "Refs/PmtInfId")
+            doc.first_reference(tx, "Refs/InstrId", "Refs/MsgId", "Refs/PmtInfId")
             or row["customer_reference"]
         )
 
@@ -584,7 +687,7 @@ class _StatementReader:
                     ref = doc.text(cri, "Ref")
                     if not ref:
                         continue
-                    kind, compact, valid = _reference(ref, doc.text(cri, "Tp/Issr"))
+                    kind, compact, valid = _reference(ref, doc.text(cri, "Tp/Issr"), belgian)
                     row.update(communication_type=kind, structured_reference=compact,
                                reference_valid=valid)
                     if valid is False:

@@ -59,6 +59,7 @@ from creditflow.parsers.errors import (
     FileRejected,
     ParseWarning,
 )
+from creditflow.parsers.identifiers import NOT_PROVIDED
 from creditflow.parsers.statements import (
     INFORMATION_SCHEMA,
     MOVEMENT_SCHEMA,
@@ -648,7 +649,7 @@ class _Run:
                 "counterparty_name": self._text(name_block),
                 "counterparty_account": self._counterparty_account(account_zone),
                 "counterparty_bic": self._text(m22[:, 98:109]),
-                "customer_reference": self._text(m22[:, 63:98]),
+                "customer_reference": self._customer_reference(m22[:, 63:98]),
                 "return_reason": self._text(m22[:, 113:117]),
                 "is_reversal": is_reversal,
                 "is_booking": is_booking,
@@ -657,6 +658,22 @@ class _Run:
             }
         )
         return frame
+
+    def _customer_reference(self, block: np.ndarray) -> pl.Series:
+        """The 2.2 customer reference, null where it is a `NOT_PROVIDED` placeholder (any case), as the
+        camt.053 parser does with its references.
+
+        Only the references as long as a placeholder are upper-cased and compared: doing it on every
+        row cost ~11 ms per 500 k movements, the length test ~1 ms."""
+        refs = self._text(block)
+        lengths = sorted({len(placeholder) for placeholder in NOT_PROVIDED})
+        rows = np.flatnonzero(refs.str.len_bytes().is_in(lengths).fill_null(False).to_numpy())
+        if len(rows):
+            placeholder = refs.gather(rows).str.to_uppercase().is_in(NOT_PROVIDED).fill_null(False)
+            hits = rows[placeholder.to_numpy()]
+            if len(hits):
+                refs = refs.scatter(hits, None)
+        return refs
 
     def _counterparty_account(self, zone: np.ndarray) -> pl.Series:
         """BBAN when column 23 is blank and 11-22 are digits, else IBAN/other in 11-44 (SPEC §7.5 note).

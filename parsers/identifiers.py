@@ -6,6 +6,11 @@ from functools import lru_cache
 
 from stdnum import iban as stdnum_iban
 
+NOT_PROVIDED = ("NOTPROVIDED", "NOT PROVIDED")
+"""What banks write in a statement's reference field (SEPA end-to-end id, CODA 2.2 customer reference)
+when there is none, compared in upper case. Both statement parsers drop it, so a payment reads the
+same whichever format the bank sent."""
+
 
 @lru_cache(maxsize=8192)
 def compact_iban(raw: str) -> str | None:

@@ -55,28 +55,44 @@ def coda_file(seq: int, body: list[list[str]], *, old: int = 0, day: date = date
     return ("\n".join([header, *recs, trailer]) + "\n").encode("cp1252")
 
 
-def camt_file(entries: list[dict], *, seq: int, old: str, new: str, day: str = "2026-11-22") -> bytes:
+CAMT_V08 = "urn:iso:std:iso:20022:tech:xsd:camt.053.001.08"
+
+
+def camt_file(entries: list[dict], *, seq: int, old: str, new: str, day: str = "2026-11-22",
+              namespace: str = CAMT_V08, account: str = ACCOUNT, account_in: str = "IBAN") -> bytes:
+    """A camt.053 statement of credit entries on `account` (in ``Acct/Id/IBAN``, or ``Othr/Id`` when
+    `account_in` is "Othr").
+
+    Entry keys: amount, ref (AcctSvcrRef, and EndToEndId unless "e2e" is given), "ogm" (a BBA
+    reference) or "reference" with "issuer" (or none), else "text"; "name"; "payer_othr" (the debtor
+    account in DbtrAcct/Id/Othr/Id); "dated": False drops BookgDt and ValDt; "status": None drops Sts."""
+    def account_id(number: str, where: str) -> str:
+        return f"<IBAN>{number}</IBAN>" if where == "IBAN" else f"<Othr><Id>{number}</Id></Othr>"
+
     def entry(e):
-        # "ogm" is a BBA reference; "reference" any other CdtrRefInf/Ref, with "issuer" (or none)
         ref, issuer = (e["ogm"], "BBA") if e.get("ogm") else (e.get("reference"), e.get("issuer"))
         tp = f"<Tp><CdOrPrtry><Cd>SCOR</Cd></CdOrPrtry><Issr>{issuer}</Issr></Tp>" if issuer else ""
         rmt = (f"<Strd><CdtrRefInf>{tp}<Ref>{ref}</Ref></CdtrRefInf></Strd>" if ref
                else f"<Ustrd>{e.get('text', '')}</Ustrd>")
-        return f"""<Ntry><Amt Ccy="EUR">{e['amount']}</Amt><CdtDbtInd>CRDT</CdtDbtInd><Sts><Cd>BOOK</Cd></Sts>
-<BookgDt><Dt>{day}</Dt></BookgDt><ValDt><Dt>{day}</Dt></ValDt><AcctSvcrRef>{e['ref']}</AcctSvcrRef>
+        status = e.get("status", "BOOK")
+        sts = f"<Sts><Cd>{status}</Cd></Sts>" if status else ""
+        dates = (f"<BookgDt><Dt>{day}</Dt></BookgDt><ValDt><Dt>{day}</Dt></ValDt>"
+                 if e.get("dated", True) else "")
+        payer_account = (f"<DbtrAcct><Id>{account_id(e['payer_othr'], 'Othr')}</Id></DbtrAcct>"
+                         if e.get("payer_othr") else "")
+        return f"""<Ntry><Amt Ccy="EUR">{e['amount']}</Amt><CdtDbtInd>CRDT</CdtDbtInd>{sts}
+{dates}<AcctSvcrRef>{e['ref']}</AcctSvcrRef>
 <BkTxCd><Domn><Cd>PMNT</Cd><Fmly><Cd>RCDT</Cd><SubFmlyCd>ESCT</SubFmlyCd></Fmly></Domn></BkTxCd>
-<NtryDtls><TxDtls><Refs><EndToEndId>{e['ref']}</EndToEndId></Refs><Amt Ccy="EUR">{e['amount']}</Amt>
-<CdtDbtInd>CRDT</CdtDbtInd><RltdPties><Dbtr><Pty><Nm>{e.get('name', 'X')}</Nm></Pty></Dbtr></RltdPties>
+<NtryDtls><TxDtls><Refs><EndToEndId>{e.get('e2e', e['ref'])}</EndToEndId></Refs><Amt Ccy="EUR">{e['amount']}</Amt>
+<CdtDbtInd>CRDT</CdtDbtInd><RltdPties><Dbtr><Pty><Nm>{e.get('name', 'X')}</Nm></Pty></Dbtr>{payer_account}</RltdPties>
 <RmtInf>{rmt}</RmtInf></TxDtls></NtryDtls></Ntry>"""
 
     return f"""<?xml version="1.0" encoding="UTF-8"?>
-<Document xmlns="urn:iso:std:iso:20022:tech:xsd:camt.053.001.08"><BkToCstmrStmt>
+<Document xmlns="{namespace}"><BkToCstmrStmt>
 <GrpHdr><MsgId>T-{seq}</MsgId><CreDtTm>{day}T06:00:00+01:00</CreDtTm></GrpHdr>
 <Stmt><Id>STMT-{seq}</Id><ElctrncSeqNb>{seq}</ElctrncSeqNb><CreDtTm>{day}T05:00:00Z</CreDtTm>
-<Acct><Id><IBAN>{ACCOUNT}</IBAN></Id><Ccy>EUR</Ccy></Acct>
+<Acct><Id>{account_id(account, account_in)}</Id><Ccy>EUR</Ccy></Acct>
 <Bal><Tp><CdOrPrtry><Cd>OPBD</Cd></CdOrPrtry></Tp><Amt Ccy="EUR">{old}</Amt><CdtDbtInd>CRDT</CdtDbtInd><Dt><Dt>{day}</Dt></Dt></Bal>
 <Bal><Tp><CdOrPrtry><Cd>CLBD</Cd></CdOrPrtry></Tp><Amt Ccy="EUR">{new}</Amt><CdtDbtInd>CRDT</CdtDbtInd><Dt><Dt>{day}</Dt></Dt></Bal>
 {''.join(entry(e) for e in entries)}
 </Stmt></BkToCstmrStmt></Document>""".encode()
-
-

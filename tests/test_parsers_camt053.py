@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from polars.testing import assert_frame_equal
+from statement_builders import camt_file  # tests/ is on sys.path (conftest)
 
 from creditflow.parsers.camt053 import Camt053Parser, version_of
 from creditflow.parsers.errors import (
@@ -309,6 +311,132 @@ def test_versions():
     with pytest.raises(FileRejected) as caught:
         parse(b'<Invoice xmlns="urn:oasis:names:specification:ubl:schema:xsd:Invoice-2"/>')
     assert caught.value.code == NOT_THIS_FORMAT
+
+
+STUZZA = "ISO:camt.053.001.02:APC:STUZZA:payments:003"  # Austrian banks' name for camt.053.001.02
+
+
+def test_stuzza_namespace_is_read_as_version_02_with_its_own_namespace_for_the_body():
+    assert version_of(STUZZA) == 2
+    v02 = as_v02(V08)
+    stuzza = v02.replace(b"urn:iso:std:iso:20022:tech:xsd:camt.053.001.02", STUZZA.encode())
+    assert PARSER.identify("x.xml", stuzza[:400])
+    ours, theirs = parse(v02), parse(stuzza)
+    assert theirs.movements.height == 5  # the body was found, not just the root
+    for name in ("statements", "movements", "information"):
+        assert_frame_equal(getattr(theirs, name), getattr(ours, name))
+    assert theirs.warnings == ours.warnings
+    for other in (b"ISO:camt.053.001.01:APC:STUZZA:payments:003", b"ISO:camt.053.002.02:APC:STUZZA:payments:003"):
+        with pytest.raises(FileRejected) as caught:
+            parse(stuzza.replace(STUZZA.encode(), other))
+        assert caught.value.code == UNSUPPORTED_VERSION
+
+
+AUSTRIAN = "AT611904300234573201"
+NOT_AN_OGM = "201912341234"  # twelve digits whose OGM check digits fail (an Austrian creditor reference)
+
+
+@pytest.mark.parametrize("account, namespace", [(AUSTRIAN, STUZZA), ("LT121000011101001000", None)])
+def test_issuerless_twelve_digits_off_a_belgian_account_are_an_unchecked_reference(account, namespace):
+    extra = {"namespace": namespace} if namespace else {}
+    batch = parse(camt_file([{"amount": "50.00", "ref": "R1", "reference": NOT_AN_OGM}],
+                            seq=1, old="0", new="50.00", account=account, **extra))
+    booking = movement(batch, 1)
+    assert (booking["communication_type"], booking["structured_reference"],
+            booking["reference_valid"]) == ("SCOR", NOT_AN_OGM, None)
+    assert batch.warnings == []
+
+
+def test_issuerless_twelve_digits_on_a_belgian_account_and_issuer_bba_anywhere_are_checked_as_ogm():
+    belgian = parse(camt_file([{"amount": "50.00", "ref": "R1", "reference": NOT_AN_OGM}],
+                              seq=1, old="0", new="50.00"))
+    austrian = parse(camt_file([{"amount": "50.00", "ref": "R1", "ogm": NOT_AN_OGM}],
+                               seq=1, old="0", new="50.00", account=AUSTRIAN))
+    for batch in (belgian, austrian):
+        booking = movement(batch, 1)
+        assert (booking["communication_type"], booking["structured_reference"],
+                booking["reference_valid"]) == ("BBA", NOT_AN_OGM, False)
+        assert [w.code for w in batch.warnings] == ["invalid_reference"]
+    good = parse(camt_file([{"amount": "50.00", "ref": "R1", "reference": "090933755493"}],
+                           seq=1, old="0", new="50.00"))
+    assert movement(good, 1)["reference_valid"] is True
+
+
+def test_an_iban_in_othr_id_fills_account_iban_and_the_counterparty_account_is_compacted():
+    batch = parse(camt_file([{"amount": "50.00", "ref": "R1", "text": "x", "payer_othr": "NL91 ABNA 0417 1643 00"}],
+                            seq=1, old="0", new="50.00", account="LT12 1000 0111 0100 1000", account_in="Othr"))
+    [stmt] = batch.statements.to_dicts()
+    assert (stmt["account_iban"], stmt["account_number"]) == ("LT121000011101001000", "LT12 1000 0111 0100 1000")
+    booking = movement(batch, 1)
+    assert booking["account_iban"] == "LT121000011101001000"
+    assert booking["counterparty_account"] == "NL91ABNA0417164300"
+    assert batch.warnings == []
+    # an Othr/Id that is no IBAN stays an account number only, without a warning
+    other = parse(camt_file([{"amount": "50.00", "ref": "R1", "text": "x", "payer_othr": "123-4567890-12"}],
+                            seq=1, old="0", new="50.00", account="0012345678", account_in="Othr"))
+    [stmt] = other.statements.to_dicts()
+    assert (stmt["account_iban"], stmt["account_number"]) == (None, "0012345678")
+    assert movement(other, 1)["counterparty_account"] == "123-4567890-12"
+    assert other.warnings == []
+
+
+def test_entry_without_dates_or_status_is_booked_on_the_closing_balance_date_with_a_warning():
+    batch = parse(camt_file([{"amount": "50.00", "ref": "R1", "text": "x", "dated": False, "status": None},
+                             {"amount": "25.00", "ref": "R2", "text": "y", "status": None}],
+                            seq=1, old="0", new="75.00", day="2024-03-07"))
+    [stmt] = batch.statements.to_dicts()
+    assert (stmt["movement_count"], stmt["credit_milli"]) == (2, 75_000)  # no Sts: booked
+    undated = movement(batch, 1)
+    assert (undated["booking_date"], undated["value_date"]) == (date(2024, 3, 7), None)
+    [warning] = batch.warnings
+    assert (warning.code, warning.location) == ("entry_date_missing", "/Document/BkToCstmrStmt/Stmt[1]/Ntry[1]")
+    assert "2024-03-07" in warning.message and "closing balance" in warning.message
+
+
+UNDATED = V08.replace(b"<BookgDt><Dt>2026-03-02</Dt></BookgDt>\n        <AcctSvcrRef>BANKREF-0002",
+                      b"<AcctSvcrRef>BANKREF-0002")
+CLOSING = V08[V08.index(b"      <Bal>\n        <Tp><CdOrPrtry><Cd>CLBD"):V08.index(b"      <TxsSummry>")]
+
+
+@pytest.mark.parametrize("change, day, source", [
+    (lambda d: d, date(2026, 3, 2), "closing balance"),
+    (lambda d: d.replace(CLOSING, b""), date(2026, 3, 3), "CreDtTm"),  # 23:30Z is 3 March in Brussels
+    (lambda d: d.replace(CLOSING, b"").replace(
+        b"<CreDtTm>2026-03-02T23:30:00Z</CreDtTm>",
+        b"<FrToDt><FrDtTm>2026-02-01T00:00:00+01:00</FrDtTm><ToDtTm>2026-02-28T23:59:59+01:00</ToDtTm></FrToDt>"),
+     date(2026, 2, 28), "FrToDt/ToDtTm"),
+], ids=["CLBD", "CreDtTm", "ToDtTm"])
+def test_undated_entry_falls_back_to_the_statement_date_in_order(change, day, source):
+    assert UNDATED != V08 and CLOSING
+    batch = parse(change(UNDATED))
+    booking = movement(batch, 2)
+    assert booking["booking_date"] == day
+    assert all(movement(batch, 2, n)["booking_date"] == day for n in (1, 2))  # its details too
+    [warning] = [w for w in batch.warnings if w.code == "entry_date_missing"]
+    assert warning.location == "/Document/BkToCstmrStmt/Stmt[1]/Ntry[2]"
+    assert source in warning.message
+
+
+def test_summary_sum_equal_to_the_absolute_net_is_accepted_as_wise_writes_it():
+    # credits 421.00, debits 50.00: the ISO Sum is 471.00, Wise writes the net 371.00
+    batch = parse(with_summary(b"<NbOfNtries>3</NbOfNtries><Sum>371.00</Sum>"))
+    assert [w.code for w in batch.warnings] == ["entry_not_booked"]
+    found = summary_warnings(parse(with_summary(b"<NbOfNtries>3</NbOfNtries><Sum>372.00</Sum>")))
+    assert "says 372.000, the booked entries give 471.000" in found[
+        "/Document/BkToCstmrStmt/Stmt[1]/TxsSummry/TtlNtries/Sum"]
+
+
+@pytest.mark.parametrize("placeholder", [b"NOTPROVIDED", b"NOT PROVIDED", b"Not Provided"])
+def test_not_provided_in_any_spelling_is_no_reference(placeholder):
+    data = V08.replace(b"<Refs><EndToEndId>NOTPROVIDED</EndToEndId><InstrId>INSTR-1</InstrId></Refs>",
+                       b"<Refs><EndToEndId>" + placeholder + b"</EndToEndId><InstrId>" + placeholder
+                       + b"</InstrId><PmtInfId>PMT-1</PmtInfId></Refs>")
+    assert data != V08
+    booking = movement(parse(data), 1)
+    assert booking["end_to_end_id"] is None
+    assert booking["customer_reference"] == "PMT-1"  # the placeholder is skipped, the next one taken
+    batch = parse(V08.replace(b"<PmtInfId>PMTINF-9</PmtInfId>", b"<PmtInfId>" + placeholder + b"</PmtInfId>"))
+    assert movement(batch, 2)["customer_reference"] == "BATCH-9"  # Btch: PmtInfId, else MsgId
 
 
 def test_identify():

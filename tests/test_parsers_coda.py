@@ -376,6 +376,14 @@ def test_sepa_direct_debit_127_spans_three_records_and_matches_the_reference_dec
     assert row["end_to_end_id"] == "E2E-1" and row["customer_reference"] == "E2E-1"
 
 
+@pytest.mark.parametrize("placeholder", ["NOTPROVIDED", "NOT PROVIDED", "Not Provided"])
+def test_not_provided_customer_reference_is_no_reference_as_in_camt(placeholder):
+    body = [m21(1, 0, 10_000, "x"), m22(1, 0, customer_ref=placeholder),
+            m21(2, 0, 20_000, "y"), m22(2, 0, customer_ref="NOT PROVIDED-1")]
+    rows = parse(coda(statement(body))).movements.select("customer_reference", "end_to_end_id").rows()
+    assert rows == [(None, None), ("NOT PROVIDED-1", "NOT PROVIDED-1")]
+
+
 def test_other_structured_types_are_decoded_and_typed():
     t105 = (f"{8_000:015d}" + f"{9_200:015d}" + "000115000000" + "USD" + ogm(1234567890) + "US"
             + f"{8_000:015d}")
