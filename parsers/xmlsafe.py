@@ -138,6 +138,8 @@ def parse_xml(data: bytes, *, source: str) -> etree._Element:
 def _ascii_compatible(data: bytes) -> bool:
     """True when the byte scan of `has_doctype` is conclusive: the document starts with '<' or
     whitespace (UTF-8 / Latin-1 / ASCII, optionally a UTF-8 BOM) and no NUL follows (UTF-16/32)."""
+    if data[0] == 0x3C and 0 not in data[1:4]:  # "<?xml", "<Invoice": the usual case, no slicing
+        return True
     head = data[3:7] if data.startswith(_BOM) else data[:4]
     return bool(head) and head[:1] in b"< \t\r\n" and b"\x00" not in head
 
