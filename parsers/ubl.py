@@ -704,7 +704,6 @@ def expand_zip(data: bytes, *, source: str, max_members: int = 50_000,
     return contents
 
 
-_PLAIN_DECIMAL = re.compile(r"-?[0-9]+(?:\.[0-9]+)?")
 
 
 def _cents(raw: str | None, field: str = "") -> int:
@@ -738,8 +737,10 @@ def _cents(raw: str | None, field: str = "") -> int:
 
 
 def _is_decimal(raw: str) -> bool:
-    """A finite decimal number as ``Decimal`` reads it (the common "2.5" without building one)."""
-    if _PLAIN_DECIMAL.fullmatch(raw) is not None:
+    """A finite decimal number as ``Decimal`` reads it (the common "2" or "2.5" without building one,
+    nor a regex match: str methods cost a third)."""
+    units, _, fraction = raw.partition(".")
+    if units.isdigit() and raw.isascii() and (not fraction or fraction.isdigit()):
         return True
     try:
         return Decimal(raw).is_finite()
