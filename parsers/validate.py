@@ -418,10 +418,17 @@ def _verdicts(
     counts as a rejection of that value, never as a failed batch)."""
     ok, why = f"__{field}", f"__{field}_why"
     keys = [field, "__region"] if with_region else [field]
-    present = frame.select(keys).with_row_index("__index").filter(pl.col(field).is_not_null())
-    if present.is_empty():
-        return frame.with_columns(pl.lit(None, pl.String).alias(ok), pl.lit(None, pl.String).alias(why))
-    present = present.with_columns(fast(present).alias(ok), pl.lit(None, pl.String).alias(why))
+    no_reason = pl.lit(None, pl.String).alias(why)
+    if frame[field].has_nulls():
+        present = frame.select(keys).with_row_index("__index").filter(pl.col(field).is_not_null())
+        if present.is_empty():
+            return frame.with_columns(pl.lit(None, pl.String).alias(ok), no_reason)
+        present = present.with_columns(fast(present).alias(ok), no_reason)
+    else:  # every row has a value: when all pass the fast check, no index, filter or scatter
+        verdicts = fast(frame.select(keys)).alias(ok)
+        if not verdicts.has_nulls():
+            return frame.with_columns(verdicts, no_reason)
+        present = frame.select(keys).with_row_index("__index").with_columns(verdicts, no_reason)
     pending = present.filter(pl.col(ok).is_null())
     if pending.height:
         distinct = pending.select(keys).unique()
