@@ -8,13 +8,13 @@ import os
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from reportlab.pdfgen import canvas
 
 from creditflow.channels import spool
 from creditflow.channels.printshop import PrintShopPost
 from creditflow.channels.spool import IdempotencyJournal, write_atomically
 from creditflow.renderers.messages import Attachment, Message, PostalAddress
 from creditflow.stores.local import LocalStore
+from sample_pdf import one_page_pdf
 
 NOON = datetime(2026, 3, 2, 11, 0, tzinfo=UTC)  # a Monday, 12:00 in Brussels
 
@@ -133,12 +133,7 @@ def test_write_atomically_keeps_an_existing_file_unless_told_to_overwrite(tmp_pa
 
 @pytest.fixture(scope="module")
 def pdf_bytes() -> bytes:
-    buffer = io.BytesIO()
-    pdf = canvas.Canvas(buffer, invariant=1)
-    pdf.drawString(72, 770, "Factuur")
-    pdf.showPage()
-    pdf.save()
-    return buffer.getvalue()
+    return one_page_pdf("Factuur")
 
 
 def letter(key: str, pdf: bytes) -> Message:
