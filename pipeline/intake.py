@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -276,6 +277,22 @@ def ingest_file(rt: Runtime, creditor_id: str, name: str) -> FileOutcome:
                        error_report=report_path, archived_to=archived, invoice_ids=ids)
 
 
+def _moved_by_a_racer(store, name: str) -> bool:
+    """Does the inbox file go away within the store's claim grace?
+
+    A worker that won the claim moves the file to archive/ after the ledger commit. On S3 that move
+    is a copy and then a delete, so for a moment the file is in the archive AND still in the inbox,
+    which looks exactly like the creditor dropping it again; a racing poller must then not move it
+    to errors/ with a "duplicate" report. A file that stays is a real second drop.
+    """
+    deadline = time.monotonic() + store.claim_grace
+    while store.exists(INBOX, name):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
 def _move_or_none(store, folder: str, name: str, to_folder: str, to_name: str) -> str | None:
     """Move; None when a racing worker moved the file first (the store says so, or it is gone)."""
     try:
@@ -363,6 +380,8 @@ def _settle_earlier(rt: Runtime, creditor_id: str, name: str, file_id: int, stat
             return FileOutcome(creditor_id, name, "skipped", file_id, reason=TAKEN_ELSEWHERE)
         return FileOutcome(creditor_id, name, "completed", file_id, archived_to=moved,
                            reason="an earlier run stored this file but had not archived it yet")
+    if name == earlier_name and _moved_by_a_racer(store, name):
+        return FileOutcome(creditor_id, name, "skipped", file_id, reason=TAKEN_ELSEWHERE)
     when = received.astimezone(BRUSSELS).strftime("%Y-%m-%d %H:%M") if received else "earlier"
     reason = f"identical to file #{file_id} received {when}: not processed again"
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")

@@ -92,6 +92,9 @@ class FileStore(Protocol):
     """One creditor area; folders are the AREA_FOLDERS names (optionally with sub-folders we choose)."""
 
     kind: str  # "local" | "sftp" | "s3"
+    claim_grace: float
+    """Seconds a racing worker's `move` may leave the source behind after its copy exists: 0 where a
+    move is one rename (local, SFTP); on S3 a move is a conditional copy and then a delete."""
 
     def describe(self, folder: str, name: str) -> str: ...
 

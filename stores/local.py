@@ -12,6 +12,7 @@ from creditflow.stores.base import AREA_FOLDERS, StoredFile, StoreError, safe_na
 
 class LocalStore:
     kind = "local"
+    claim_grace = 0.0  # a move is one rename
 
     def __init__(self, root: Path | str):
         self.root = Path(root)

@@ -106,6 +106,7 @@ class SftpStore:
     """One creditor area below `root` on an SFTP server. Connects lazily, on the first operation."""
 
     kind = "sftp"
+    claim_grace = 0.0  # a move is one rename on the server
 
     def __init__(
         self,

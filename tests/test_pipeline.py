@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import shutil
+import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -108,6 +109,38 @@ def test_same_file_dropped_again_stores_and_sends_nothing(settings):
         assert s.scalar(select(func.count(SourceFile.id))) == 1
     assert sent.sent == 0
     assert sorted(outbox_messages(settings)) == messages_before
+    rt.close()
+
+
+def _archived_then_dropped_again(settings) -> tuple:
+    """A processed billing.csv whose bytes are back in the inbox under the same name: what a racing
+    poller sees on S3 between the winner's copy to archive/ and its delete from the inbox."""
+    drop(settings, SAMPLE)
+    rt = open_runtime(settings)
+    (first,) = [intake.ingest_file(rt, c.creditor_id, c.name) for c in intake.pending_files(rt)]
+    assert first.state == "processed"
+    return rt, drop(settings, SAMPLE)
+
+
+def test_a_racer_moving_the_file_is_not_a_duplicate_drop(settings, monkeypatch):
+    rt, leftover = _archived_then_dropped_again(settings)
+    monkeypatch.setattr(rt.store_for(CREDITOR), "claim_grace", 5.0)
+    errors_before = sorted(p.name for p in leftover.parent.parent.joinpath("errors").iterdir())
+    racer = threading.Timer(0.2, leftover.unlink)  # the winner's delete, a moment after its copy
+    racer.start()
+    outcome = intake.ingest_file(rt, CREDITOR, "billing.csv")
+    racer.join()
+    assert (outcome.state, outcome.reason) == ("skipped", intake.TAKEN_ELSEWHERE)
+    assert sorted(p.name for p in leftover.parent.parent.joinpath("errors").iterdir()) == errors_before
+    rt.close()
+
+
+def test_the_same_file_dropped_again_under_its_name_is_a_duplicate(settings, monkeypatch):
+    rt, leftover = _archived_then_dropped_again(settings)
+    monkeypatch.setattr(rt.store_for(CREDITOR), "claim_grace", 0.2)
+    outcome = intake.ingest_file(rt, CREDITOR, "billing.csv")
+    assert outcome.state == "duplicate" and "identical to file" in outcome.reason
+    assert not leftover.exists() and Path(outcome.archived_to).read_bytes() == SAMPLE.read_bytes()
     rt.close()
 
 
