@@ -44,11 +44,17 @@ back, and the check digits and the open invoices still decide what is a referenc
 """
 
 _WRITTEN_OGM_SEPARATORS = re.compile(WRITTEN_OGM_SEPARATORS)
+_STATEMENT_REFERENCE_SEPARATORS = re.compile(STATEMENT_REFERENCE_SEPARATORS)
 
 
 def strip_written_ogm(text: str) -> str:
     """`text` without the separators a creditor may write in an OGM; still to be checked (stdnum)."""
     return _WRITTEN_OGM_SEPARATORS.sub("", text)
+
+
+def strip_statement_separators(text: str) -> str:
+    """`text` without what banks and payers leave inside a reference (STATEMENT_REFERENCE_SEPARATORS)."""
+    return _STATEMENT_REFERENCE_SEPARATORS.sub("", text)
 
 
 def compact_ogm_is_valid(digits: str) -> bool:

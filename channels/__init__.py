@@ -11,13 +11,9 @@ from creditflow.channels.base import (
     SendResult,
     TransientSendError,
 )
-from creditflow.channels.local_outbox import (
-    LocalEmailOutbox,
-    LocalPostOutbox,
-    LocalSmsOutbox,
-    safe_name,
-)
+from creditflow.channels.local_outbox import LocalEmailOutbox, LocalPostOutbox, LocalSmsOutbox
 from creditflow.channels.sms_text import SmsSegments, count_sms_segments
+from creditflow.channels.spool import safe_name
 from creditflow.channels.registry import (
     UnknownChannelError,
     build_channels,

@@ -27,14 +27,14 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, timedelta
 from pathlib import Path
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from creditflow.channels.base import Channel, PermanentSendError, SendResult, TransientSendError
-from creditflow.channels.local_outbox import Clock, letter_parts
+from creditflow.channels.local_outbox import Clock, _utc_now, letter_parts
 from creditflow.channels.registry import register
 from creditflow.channels.spool import IdempotencyJournal, safe_name, write_atomically
 from creditflow.config.ids import is_creditor_id
@@ -76,10 +76,6 @@ class PrintBatch:
     manifest_file: str
     uploaded: list[str] = field(default_factory=list)  # names uploaded by this call
     already_there: list[str] = field(default_factory=list)  # same sha256 found remotely
-
-
-def _utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 def _creditor_folder(creditor_id: str) -> str:

@@ -14,20 +14,24 @@ from __future__ import annotations
 
 import re
 
-CREDITOR_ID_PATTERN = r"^[a-z0-9][a-z0-9-]{1,62}$"
-"""2-63 lower case letters, digits or dashes, not starting with a dash: safe as a path segment."""
-
 BANK_AREA_PREFIX = "_"
 
-# fullmatch, not match: `$` also matches before a final newline, and "acme\n" must not name a folder.
-_CREDITOR_ID = re.compile(CREDITOR_ID_PATTERN.removeprefix("^").removesuffix("$"))
+# 2-63 lower case letters, digits or dashes, not starting with a dash: safe as a path segment.
+# Used with fullmatch: a `$` would also match before a final newline, and "acme\n" must not name a folder.
+_CREDITOR_ID = re.compile(r"[a-z0-9][a-z0-9-]{1,62}")
 
 
 def is_creditor_id(text: str) -> bool:
     return _CREDITOR_ID.fullmatch(text) is not None
 
 
+def is_bank_area(area: str) -> bool:
+    """Does this area name belong to one of our bank areas rather than to a creditor? (Routing only:
+    `is_bank_area_name` is the full check of a configured name.)"""
+    return area.startswith(BANK_AREA_PREFIX)
+
+
 def is_bank_area_name(text: str) -> bool:
     """`_` + a creditor-id-shaped name, 63 characters at most in all."""
-    return (text.startswith(BANK_AREA_PREFIX) and len(text) <= 63
+    return (is_bank_area(text) and len(text) <= 63
             and is_creditor_id(text.removeprefix(BANK_AREA_PREFIX)))

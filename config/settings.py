@@ -80,8 +80,7 @@ class Settings(BaseSettings):
                 raise ValueError(f"bank area name {name!r} must be '_' and a creditor-id-shaped name "
                                  "(lower case letters, digits and dashes, 63 characters at most; "
                                  "the leading '_' keeps it apart from creditor ids)")
-            where = store.prefix if store.kind == "s3" else store.root
-            if where is not None and "{creditor_id}" in where:
+            if store.serves_one_creditor():
                 raise ValueError(f"bank area {name}: a bank area serves every creditor; "
                                  "its root/prefix cannot contain {creditor_id}")
         return value

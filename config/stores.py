@@ -72,6 +72,15 @@ class StoreConfig(BaseModel):
     secret_access_key_env: str | None = Field(None, pattern=_ENV_NAME)
     session_token_env: str | None = Field(None, pattern=_ENV_NAME)
 
+    @property
+    def location(self) -> str | None:
+        """The configured place of the area: the key prefix on S3, the root folder otherwise."""
+        return self.prefix if self.kind == "s3" else self.root
+
+    def serves_one_creditor(self) -> bool:
+        """Does its location name `{creditor_id}`, so it cannot be a bank area serving them all?"""
+        return self.location is not None and "{creditor_id}" in self.location
+
     @model_validator(mode="before")
     @classmethod
     def _no_inline_secrets(cls, data: Any) -> Any:

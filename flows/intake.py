@@ -9,6 +9,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from creditflow.config import Settings
+from creditflow.config.ids import is_bank_area
 from creditflow.config.settings import BRUSSELS
 from creditflow.pipeline import dispatch, intake, render
 from creditflow.pipeline.runtime import Runtime, open_runtime
@@ -34,7 +35,7 @@ def reset_runtime() -> None:
 
 def _area_tag(area: str) -> str:
     """Creditor areas are tagged by creditor; our bank areas (names start with "_") by area."""
-    return f"area:{area}" if area.startswith("_") else f"creditor:{area}"
+    return f"area:{area}" if is_bank_area(area) else f"creditor:{area}"
 
 
 @task(name="find-new-files", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)

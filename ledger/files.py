@@ -19,6 +19,7 @@ from creditflow.ledger.models import Creditor, FileState, InvalidTransition, Sou
 FINAL_FILE_STATES = frozenset({FileState.PROCESSED, FileState.REJECTED, FileState.FAILED})
 # A failed file (a crash, a full disk) may be finished again by a retry; the other outcomes stand.
 _FINISHABLE_FROM = frozenset({FileState.CLAIMED, FileState.FAILED})
+_FINISHABLE_VALUES = sorted(state.value for state in _FINISHABLE_FROM)  # for SQL IN (...)
 
 
 def upsert_creditor(session: Session, *, id: str, legal_name: str, vat: str, iban: str, bic: str,
@@ -73,9 +74,8 @@ def lock_unfinished_claim(session: Session, file_id: int) -> bool:
     fail on a stale WAL snapshot), and on PostgreSQL it waits for a racer's row lock, then re-checks
     the state after that racer commits.
     """
-    finishable = sorted(state.value for state in _FINISHABLE_FROM)
     result = session.execute(
-        update(SourceFile).where(SourceFile.id == file_id, SourceFile.state.in_(finishable))
+        update(SourceFile).where(SourceFile.id == file_id, SourceFile.state.in_(_FINISHABLE_VALUES))
         .values(state=SourceFile.state).execution_options(synchronize_session=False)
     )
     return result.rowcount == 1

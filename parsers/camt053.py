@@ -54,7 +54,7 @@ from lxml import etree
 from stdnum import iso11649
 from stdnum.be import ogm_vcs
 
-from creditflow.ogm_rf import STATEMENT_REFERENCE_SEPARATORS
+from creditflow.ogm_rf import strip_statement_separators
 from creditflow.parsers.errors import (
     MALFORMED,
     NOT_THIS_FORMAT,
@@ -86,7 +86,6 @@ _NS_PREFIXES = ("urn:iso:std:iso:20022:tech:xsd:camt.053.", "ISO:camt.053.")
 _NS_PREFIX_BYTES = tuple(prefix.encode() for prefix in _NS_PREFIXES)
 # Stricter than reconciliation's OGM_IN_TEXT: a match becomes the movement's reference, so it must be framed.
 _OGM_IN_TEXT = re.compile(r"(?:\+\+\+|\*\*\*)\s*(\d{3})\s*/\s*(\d{4})\s*/\s*(\d{5})\s*(?:\+\+\+|\*\*\*)")
-_REFERENCE_SEPARATORS = re.compile(STATEMENT_REFERENCE_SEPARATORS)
 _MILLI = Decimal(1000)
 
 # Codes of typed problems (FileRejected / ParseWarning)
@@ -250,7 +249,7 @@ def _reference(ref: str, issuer: str | None, belgian: bool) -> tuple[str, str, b
     Twelve digits without an issuer are a Belgian OGM only on a Belgian account (`belgian`); elsewhere
     they are some creditor's own reference (Austrian files have them) with no check digits we know."""
     issuer = (issuer or "").strip().upper()
-    compact = _REFERENCE_SEPARATORS.sub("", ref)
+    compact = strip_statement_separators(ref)
     if issuer == "BBA" or (not issuer and belgian and compact.isdigit() and len(compact) == 12):
         return "BBA", compact, compact.isdigit() and ogm_vcs.is_valid(compact)
     if issuer == "ISO" or compact.upper().startswith("RF"):

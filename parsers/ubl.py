@@ -56,7 +56,7 @@ from lxml import etree
 from lxml.objectify import ObjectPath
 from stdnum import iso11649
 
-from creditflow.ogm_rf import STATEMENT_REFERENCE_SEPARATORS, compact_ogm_is_valid, strip_written_ogm
+from creditflow.ogm_rf import compact_ogm_is_valid, strip_statement_separators, strip_written_ogm
 from creditflow.parsers.base import InvoiceBatch
 from creditflow.parsers.identifiers import compact_iban
 from creditflow.parsers.errors import (
@@ -273,8 +273,7 @@ class _Field:
         return read
 
     def _read(self, element) -> str | None:
-        if self.vat_leaf is not None:
-            return self._read_vat(element)
+        """A union (``a|b``); the other kinds have their own readers above."""
         found = None  # the element (or the attribute's text) on the first-child chain
         for fast, checks, attribute in self.alternatives:
             node = fast(element, None)
@@ -568,8 +567,8 @@ def _line_fields(quantity: str) -> tuple[tuple[str, str], ...]:
     )
 
 
-_INVOICE_LINE_READER = _Fields(_line_fields("cbc:InvoicedQuantity"), record="SubtotalFields")
-_CREDIT_NOTE_LINE_READER = _Fields(_line_fields("cbc:CreditedQuantity"), record="SubtotalFields")
+_INVOICE_LINE_READER = _Fields(_line_fields("cbc:InvoicedQuantity"), record="LineFields")
+_CREDIT_NOTE_LINE_READER = _Fields(_line_fields("cbc:CreditedQuantity"), record="LineFields")
 
 LINE_SCHEMA: dict[str, pl.DataType] = {
     "source_row": pl.Int64,
@@ -636,7 +635,6 @@ _DAYS = re.compile(
 _NET_DAYS = re.compile(r"\bnet(?:to)?\s*(\d{1,3})\b", re.IGNORECASE)
 _BUSINESS_DAYS = re.compile(r"werkdag|business|working|ouvrable|werktag|bankdag", re.IGNORECASE)
 _OGM_FRAMED = re.compile(r"^\s*(\+\+\+|\*\*\*).*(\+\+\+|\*\*\*)\s*$")
-_STATEMENT_SEPARATORS = re.compile(STATEMENT_REFERENCE_SEPARATORS)
 _ACCOUNT_SEPARATORS = re.compile(r"[\s+*/.]")
 _VAT_STRIP = re.compile(r"[\s.\-/]")
 _B64_WS = re.compile(r"\s+")
@@ -702,8 +700,6 @@ def expand_zip(data: bytes, *, source: str, max_members: int = 50_000,
         total += len(content)
         contents.items.append((name, content))
     return contents
-
-
 
 
 def _cents(raw: str | None, field: str = "") -> int:
@@ -775,6 +771,10 @@ def days_from_terms(note: str | None) -> int | None:
     return found.pop()
 
 
+def _twelve_digits(text: str) -> bool:
+    return len(text) == 12 and text.isdigit() and text.isascii()
+
+
 def classify_payment_id(raw: str) -> tuple[str | None, str | None]:
     """(structured reference, None), or (None, why it looks like an OGM yet is not one) for a PaymentID.
 
@@ -786,17 +786,16 @@ def classify_payment_id(raw: str) -> tuple[str | None, str | None]:
     # `+++123/4567/89012+++` with two str.replace calls (a fifth of the regex's time); the regex
     # when anything else is left, so the result is always `strip_written_ogm`'s.
     compact = raw.replace("+", "").replace("/", "")
-    if not (len(compact) == 12 and compact.isdigit() and compact.isascii()):
+    if not _twelve_digits(compact):
         compact = strip_written_ogm(raw)
-    if len(compact) == 12 and compact.isdigit() and compact.isascii():
+    if _twelve_digits(compact):
         if compact_ogm_is_valid(compact):
             return compact, None
         return None, "fails mod 97"
     rf = iso11649.compact(raw)
     if rf[:2].upper() == "RF" and iso11649.is_valid(rf):
         return rf.upper(), None
-    loose = _STATEMENT_SEPARATORS.sub("", raw)
-    if len(loose) == 12 and loose.isdigit():
+    if _twelve_digits(strip_statement_separators(raw)):
         return None, "is written with '.' or '-', which an OGM never carries"
     if _OGM_FRAMED.match(raw) is not None:
         return None, "is not 12 digits"
@@ -980,9 +979,7 @@ class UblParser:
         root_path = None
         if root.tag not in _ROOTS:
             root, root_path = _unwrap_sbd(root, source)
-        document = UblDocument(root, source, source, 1)
-        if root_path is not None:
-            document.root_name = root_path
+        document = UblDocument(root, source, source, 1, root_path)
         try:
             document.extract()
         except _DocumentError as exc:
@@ -1025,9 +1022,7 @@ class _BatchReader:
         self._read(root, name, number, root_path)
 
     def _read(self, root, name: str, number: int, root_path: str | None) -> None:
-        document = UblDocument(root, name, self._doc_source(name), number)
-        if root_path is not None:  # inside an SBDH envelope (see `_unwrap_sbd`)
-            document.root_name = root_path
+        document = UblDocument(root, name, self._doc_source(name), number, root_path)
         try:
             document.extract()
         except _DocumentError as exc:
@@ -1131,15 +1126,17 @@ class UblDocument:
                  "problems", "warnings", "canonical", "amount_cents", "payable_cents", "due_date",
                  "foreign_currency", "lines", "vat", "document", "attachments")
 
-    def __init__(self, root, name: str, where: str, number: int):
+    def __init__(self, root, name: str, where: str, number: int, root_path: str | None = None):
         self.root = root
         self.name = name
         self.where = where
         self.number = number
         # root_name: the document element's path from the file's root, without the leading "/"
-        # ("Invoice"; "StandardBusinessDocument/Invoice" in an envelope, set by the caller), so
+        # ("Invoice"; "StandardBusinessDocument/Invoice" in an envelope, see `_unwrap_sbd`), so
         # every XPath reported names the element where it really is.
         self.root_name, self.document_type = _ROOTS[root.tag]
+        if root_path is not None:
+            self.root_name = root_path
         self.invoice_number: str | None = None
         self.problems: list[tuple[str, str, str]] = []
         self.warnings: list[ParseWarning] = []

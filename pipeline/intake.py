@@ -41,6 +41,7 @@ from datetime import UTC, datetime, timedelta
 import polars as pl
 from sqlalchemy import select
 
+from creditflow.config.ids import is_bank_area
 from creditflow.config.settings import BRUSSELS
 from creditflow.ledger import events, files, invoices
 from creditflow.ledger.models import Event, FileState
@@ -141,7 +142,7 @@ def _scan_area(rt: Runtime, scan: InboxScan, area: str, store, settle_seconds: f
 
 def _event_creditor(area: str) -> str | None:
     """Events of a bank area belong to no creditor (the area name is in the event's key)."""
-    return None if area.startswith("_") else area
+    return None if is_bank_area(area) else area
 
 
 def pending_files(rt: Runtime, *, settle: bool = False) -> list[Candidate]:
@@ -192,7 +193,7 @@ def archive_name(file_id: int, name: str) -> str:
 
 
 def ingest_file(rt: Runtime, creditor_id: str, name: str) -> FileOutcome:
-    if creditor_id.startswith("_"):  # one of our bank areas (scan_inbox): statements only
+    if is_bank_area(creditor_id):  # one of our bank areas (scan_inbox): statements only
         from creditflow.pipeline.statements_intake import ingest_bank_file
 
         return ingest_bank_file(rt, creditor_id, name)
@@ -285,6 +286,8 @@ def _moved_by_a_racer(store, name: str) -> bool:
     which looks exactly like the creditor dropping it again; a racing poller must then not move it
     to errors/ with a "duplicate" report. A file that stays is a real second drop.
     """
+    if not store.claim_grace:  # moves are renames: gone already, or `_move_or_none` will say so
+        return False
     deadline = time.monotonic() + store.claim_grace
     while store.exists(INBOX, name):
         if time.monotonic() >= deadline:

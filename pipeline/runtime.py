@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from creditflow.channels.base import Channel
 from creditflow.config import ConfigError, CreditorProfile, Settings, load_profiles
+from creditflow.config.ids import is_bank_area
 from creditflow.config.stores import StoreConfig
 from creditflow.ledger import db
 from creditflow.ledger.files import upsert_creditor
@@ -67,7 +68,7 @@ class Runtime:
 
     def area_store(self, area: str) -> FileStore:
         """A bank area ("_name") or a creditor's area (its id)."""
-        return self.bank_store(area) if area.startswith("_") else self.store_for(area)
+        return self.bank_store(area) if is_bank_area(area) else self.store_for(area)
 
     def documents_dir(self, creditor_id: str) -> Path:
         return self.settings.resolved_documents_dir / creditor_id

@@ -72,8 +72,7 @@ def store_for_area(
     its own name, as Settings.resolved_bank_areas places it."""
     if not is_bank_area_name(area):
         raise StoreConfigError(f"bank area name {area!r} is not '_' followed by a safe id")
-    where = cfg.prefix if cfg.kind == "s3" else cfg.root
-    if where is not None and "{creditor_id}" in where:
+    if cfg.serves_one_creditor():
         raise StoreConfigError(f"bank area {area}: its root/prefix cannot contain {{creditor_id}}")
     return _build(cfg, area, settings=settings, env=env, s3_client=s3_client)
 
