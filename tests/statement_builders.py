@@ -36,7 +36,7 @@ def credit(seq: int, cents: int, *, ogm: str | None = None, text: str = "", name
 
 
 def coda_file(seq: int, body: list[list[str]], *, old: int = 0, day: date = date(2026, 11, 20),
-              new: int | None = None) -> bytes:
+              new: int | None = None, version: str = "2") -> bytes:
     records = [r for rows in body for r in rows]
     bookings = [r for r in records if r[:2] == "21"]
     moved = sum((-1 if r[31] == "1" else 1) * int(r[32:47]) for r in bookings)
@@ -49,7 +49,7 @@ def coda_file(seq: int, body: list[list[str]], *, old: int = 0, day: date = date
     debit = sum(int(r[32:47]) for r in bookings if r[31] == "1")
     cred = sum(int(r[32:47]) for r in bookings if r[31] == "0")
     header = put((1, "00000"), (6, d6(day)), (12, "725"), (15, "05"), (35, "DEMO NUTSBEDRIJF NV"),
-                 (61, "GKCCBEBB"), (72, "00403170701"), (84, "00000"), (128, "2"))
+                 (61, "GKCCBEBB"), (72, "00403170701"), (84, "00000"), (128, version))
     trailer = put((1, "9"), (17, f"{sum(1 for r in recs if r[0] in '1238'):06d}"), (23, f"{debit:015d}"),
                   (38, f"{cred:015d}"), (128, "2"))
     return ("\n".join([header, *recs, trailer]) + "\n").encode("cp1252")
@@ -63,7 +63,7 @@ def camt_file(entries: list[dict], *, seq: int, old: str, new: str, day: str = "
     """A camt.053 statement of credit entries on `account` (in ``Acct/Id/IBAN``, or ``Othr/Id`` when
     `account_in` is "Othr").
 
-    Entry keys: amount, ref (AcctSvcrRef, and EndToEndId unless "e2e" is given), "ogm" (a BBA
+    Entry keys: amount, ref (AcctSvcrRef and EndToEndId), "ogm" (a BBA
     reference) or "reference" with "issuer" (or none), else "text"; "name"; "payer_othr" (the debtor
     account in DbtrAcct/Id/Othr/Id); "dated": False drops BookgDt and ValDt; "status": None drops Sts."""
     def account_id(number: str, where: str) -> str:
@@ -83,7 +83,7 @@ def camt_file(entries: list[dict], *, seq: int, old: str, new: str, day: str = "
         return f"""<Ntry><Amt Ccy="EUR">{e['amount']}</Amt><CdtDbtInd>CRDT</CdtDbtInd>{sts}
 {dates}<AcctSvcrRef>{e['ref']}</AcctSvcrRef>
 <BkTxCd><Domn><Cd>PMNT</Cd><Fmly><Cd>RCDT</Cd><SubFmlyCd>ESCT</SubFmlyCd></Fmly></Domn></BkTxCd>
-<NtryDtls><TxDtls><Refs><EndToEndId>{e.get('e2e', e['ref'])}</EndToEndId></Refs><Amt Ccy="EUR">{e['amount']}</Amt>
+<NtryDtls><TxDtls><Refs><EndToEndId>{e['ref']}</EndToEndId></Refs><Amt Ccy="EUR">{e['amount']}</Amt>
 <CdtDbtInd>CRDT</CdtDbtInd><RltdPties><Dbtr><Pty><Nm>{e.get('name', 'X')}</Nm></Pty></Dbtr>{payer_account}</RltdPties>
 <RmtInf>{rmt}</RmtInf></TxDtls></NtryDtls></Ntry>"""
 

@@ -36,7 +36,8 @@ def bytes_read(monkeypatch) -> list[int]:
 
 @pytest.fixture
 def opened_jsonl(monkeypatch) -> list[str]:
-    """Names of .jsonl files opened through io.open (Path.read_text, open()): a reread elsewhere."""
+    """Names of .jsonl files opened through io.open (Path.open, Path.read_text): a reread elsewhere.
+    The journal itself reads with os.pread (see `bytes_read`)."""
     names: list[str] = []
     real = io.open
 

@@ -137,7 +137,7 @@ def test_a_racer_moving_the_file_is_not_a_duplicate_drop(settings, monkeypatch):
 
 def test_the_same_file_dropped_again_under_its_name_is_a_duplicate(settings, monkeypatch):
     rt, leftover = _archived_then_dropped_again(settings)
-    monkeypatch.setattr(rt.store_for(CREDITOR), "claim_grace", 0.2)
+    monkeypatch.setattr(rt.store_for(CREDITOR), "claim_grace", 0.05)
     outcome = intake.ingest_file(rt, CREDITOR, "billing.csv")
     assert outcome.state == "duplicate" and "identical to file" in outcome.reason
     assert not leftover.exists() and Path(outcome.archived_to).read_bytes() == SAMPLE.read_bytes()
