@@ -108,7 +108,7 @@ def cmd_profiles(args, settings) -> int:
 def cmd_parse(args, settings) -> int:
     import json
 
-    from creditflow.parsers.inspect import inspect_file, render_text
+    from creditflow.parsers.inspect import inspect_file, inspect_ubl_documents, render_text
 
     csv_parser = None
     if args.creditor:
@@ -122,6 +122,10 @@ def cmd_parse(args, settings) -> int:
         csv_parser = CsvInvoiceParser(profiles[args.creditor].csv)
     summaries = []
     for path in args.files:
+        if Path(path).is_dir():  # a folder of e-invoices is one batch, as a ZIP of them is
+            xml = sorted(f for f in Path(path).iterdir() if f.is_file() and f.suffix.lower() == ".xml")
+            summaries.append(inspect_ubl_documents(path, [(f.name, f.read_bytes()) for f in xml]))
+            continue
         try:
             data = Path(path).read_bytes()
         except OSError as exc:
@@ -149,7 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
     inv.set_defaults(func=cmd_invoice)
     sub.add_parser("profiles", help="validate and list creditor profiles").set_defaults(func=cmd_profiles)
     parse = sub.add_parser("parse", help="say what a billing or bank-statement file holds")
-    parse.add_argument("files", nargs="+", metavar="FILE")
+    parse.add_argument("files", nargs="+", metavar="FILE",
+                       help="a billing or bank file; a folder is read as one batch of UBL documents")
     parse.add_argument("--creditor", help="read CSV files with this creditor's column mapping")
     parse.add_argument("--json", action="store_true", help="print JSON for scripts")
     parse.set_defaults(func=cmd_parse)

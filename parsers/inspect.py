@@ -1,4 +1,4 @@
-"""What a file holds, for an operator: `creditflow parse FILE...`.
+"""What a file holds, for an operator: `creditflow parse FILE...` (a folder: its UBL documents as one batch).
 
 Identifies the format with every parser (a file claimed by two is an error, as in intake), parses it,
 and summarises the result as plain data (counts, totals, references, warnings, errors) that the CLI
@@ -54,6 +54,22 @@ def inspect_file(name: str, data: bytes, csv_parser=None) -> dict[str, Any]:
         summary.setdefault("format", None)
         summary["error"] = {"code": exc.code, "location": exc.location, "field": exc.field, "message": exc.message}
         return summary
+    return _summarised(summary, result)
+
+
+def inspect_ubl_documents(name: str, documents: list[tuple[str, bytes]]) -> dict[str, Any]:
+    """A folder of UBL documents as the one batch intake would make of it (`UblParser.parse_many`):
+    each document's problems name it, and the others go on."""
+    summary: dict[str, Any] = {"file": name, "size": sum(len(data) for _, data in documents),
+                               "format": UblParser.name}
+    if not documents:
+        summary["error"] = {"code": NOT_THIS_FORMAT, "location": None, "field": None,
+                            "message": "the folder holds no .xml document"}
+        return summary
+    return _summarised(summary, UblParser().parse_many(documents, source=name))
+
+
+def _summarised(summary: dict[str, Any], result: StatementBatch | InvoiceBatch) -> dict[str, Any]:
     if isinstance(result, StatementBatch):
         summary.update(_statements(result))
     elif isinstance(result, InvoiceBatch):

@@ -87,3 +87,24 @@ def test_coda_of_an_unsupported_version_is_rejected_naming_line_field_and_versio
     assert code == 1 and summary["format"] == "coda"
     assert summary["error"]["code"] == "unsupported_version"
     assert (summary["error"]["location"], summary["error"]["field"]) == ("line 1", "version code")
+
+
+def test_a_folder_of_ubl_documents_is_one_batch_naming_each_bad_one(capsys, monkeypatch, tmp_path):
+    folder = tmp_path / "peppol"
+    folder.mkdir()
+    (folder / "a.xml").write_bytes(UBL.read_bytes())
+    (folder / "b.xml").write_bytes(UBL.read_bytes().replace(b"CF-2026-0042", b"CF-2026-0043")
+                                   .replace(b"+++090/9337/55493+++", b"Factuur 43"))
+    (folder / "c.xml").write_bytes(b"<Invoice")  # not well-formed
+    (folder / "notes.txt").write_text("not a document")
+    code, out = run(capsys, monkeypatch, folder, "--json")
+    summary = json.loads(out)
+    assert code == 0 and summary["format"] == "ubl"
+    assert summary["counts"] == {"rows": 3, "accepted": 2, "rejected": 1, "credit_notes": 0}
+    [error] = summary["errors"]
+    assert error["row"] == 3 and error["code"] == "malformed" and "c.xml" in error["message"]
+
+
+def test_a_folder_without_xml_documents_is_an_error(capsys, monkeypatch, tmp_path):
+    code, out = run(capsys, monkeypatch, tmp_path, "--json")
+    assert code == 1 and json.loads(out)["error"]["code"] == "not_this_format"
