@@ -137,6 +137,11 @@ class CreditorProfile(_Strict):
         None, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$",
         description="Where the nightly reconciliation reports are e-mailed; none: reports folder only.",
     )
+    send_own_pdf: bool = Field(
+        False, description="Send the PDF a UBL invoice embeds (its AdditionalDocumentReference) "
+        "instead of rendering ours. Off by default: that PDF carries the creditor's own payment "
+        "reference and no EPC QR code or payment link of ours.",
+    )
     reminder_after_days: int = Field(
         7, ge=1, description="Calendar days (Brussels dates) after the due date before an unpaid "
         "invoice gets its first, free reminder (docs/collections.md).",

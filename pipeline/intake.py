@@ -41,6 +41,7 @@ from datetime import UTC, datetime, timedelta
 import polars as pl
 from sqlalchemy import select
 
+from creditflow.channels.spool import write_atomically
 from creditflow.config.ids import is_bank_area
 from creditflow.config.settings import BRUSSELS
 from creditflow.ledger import events, files, invoices
@@ -261,6 +262,8 @@ def ingest_file(rt: Runtime, creditor_id: str, name: str) -> FileOutcome:
         rejected_rows = len({e.row for e in errors})
         ids = invoices.insert_invoices(session, creditor_id=creditor_id, source_file_id=file_id,
                                        invoices=accepted, generate_references=profile.reference_kind)
+        if profile.send_own_pdf:
+            _keep_creditor_pdfs(rt, creditor_id, batch, accepted, ids)
         report_path = None
         if errors:
             # written while holding the claim, so a racing worker can never overwrite it
@@ -276,6 +279,26 @@ def ingest_file(rt: Runtime, creditor_id: str, name: str) -> FileOutcome:
     archived = _move_or_none(store, INBOX, name, ARCHIVE, archive_name(file_id, name)) or archived
     return FileOutcome(creditor_id, name, "processed", file_id, rows_total, len(ids), rejected_rows,
                        error_report=report_path, archived_to=archived, invoice_ids=ids)
+
+
+def _keep_creditor_pdfs(rt: Runtime, creditor_id: str, batch: InvoiceBatch, accepted: pl.DataFrame,
+                        ids: list[int]) -> None:
+    """The first PDF each accepted UBL invoice embeds, kept under its invoice id for the render step
+    (which sends it instead of ours). Written before the ledger commit: should that fail, the files
+    name ids nobody holds, and a later run renders our own PDF; nothing else depends on them."""
+    attachments = batch.extra.get("attachments")
+    if attachments is None or attachments.is_empty():
+        return
+    invoice_of_row = dict(zip(accepted["source_row"].to_list(), ids))
+    kept: set[int] = set()
+    for row in attachments.iter_rows(named=True):
+        invoice_id = invoice_of_row.get(row["source_row"])
+        if invoice_id is None or invoice_id in kept or not row["content"].startswith(b"%PDF-"):
+            continue
+        path = rt.creditor_pdf_path(creditor_id, invoice_id)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomically(path, row["content"], overwrite=True)
+        kept.add(invoice_id)
 
 
 def _moved_by_a_racer(store, name: str) -> bool:

@@ -51,6 +51,14 @@ def payment_link_for(rt: Runtime, invoice: Any) -> str:
     )
 
 
+def _creditor_pdf(rt: Runtime, creditor_id: str, invoice_id: int):
+    """The creditor's own PDF for this invoice, when its profile sends those and intake kept one."""
+    if not rt.profiles[creditor_id].send_own_pdf:
+        return None
+    path = rt.creditor_pdf_path(creditor_id, invoice_id)
+    return path if path.is_file() else None
+
+
 def document_for(rt: Runtime, invoice: Any, payment_link: str | None = None) -> InvoiceDocument:
     profile = rt.profiles[invoice.creditor_id]
     link = payment_link or invoice.payment_link or payment_link_for(rt, invoice)
@@ -70,11 +78,15 @@ def render_pending(rt: Runtime, *, limit: int | None = None) -> RenderOutcome:
             )
     done: dict[str, int] = {}
     for creditor_id, items in by_creditor.items():
-        paths = render_batch([doc for _, doc, _ in items], rt.documents_dir(creditor_id),
+        own = {inv_id: path for inv_id, _, _ in items
+               if (path := _creditor_pdf(rt, creditor_id, inv_id)) is not None}
+        ours = [item for item in items if item[0] not in own]
+        paths = render_batch([doc for _, doc, _ in ours], rt.documents_dir(creditor_id),
                              workers=rt.settings.render_workers)
+        paths_by_id = {**own, **{inv_id: path for (inv_id, _, _), path in zip(ours, paths)}}
         with rt.sessions.begin() as session:
             invoices.mark_rendered(
-                session, [(inv_id, str(path), link) for (inv_id, _, link), path in zip(items, paths)]
+                session, [(inv_id, str(paths_by_id[inv_id]), link) for inv_id, _, link in items]
             )
             events.record_event(session, kind="invoices.rendered", entity="creditor",
                                 entity_id=creditor_id, creditor_id=creditor_id, count=len(items))

@@ -73,6 +73,10 @@ class Runtime:
     def documents_dir(self, creditor_id: str) -> Path:
         return self.settings.resolved_documents_dir / creditor_id
 
+    def creditor_pdf_path(self, creditor_id: str, invoice_id: int) -> Path:
+        """Where intake keeps the PDF a creditor embedded in a UBL invoice (profile.send_own_pdf)."""
+        return self.documents_dir(creditor_id) / "from-creditor" / f"{invoice_id}.pdf"
+
     def channels(self) -> dict[str, Channel]:
         if self._channels is None:
             from creditflow.channels.registry import build_channels, known_channels

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import csv
+import email
 import io
 import json
 import shutil
 import threading
 from datetime import UTC, datetime, timedelta
+from email import policy
 from pathlib import Path
 
 import pytest
@@ -307,3 +309,38 @@ def test_foreign_currency_ubl_invoice_is_parsed_but_not_collected(settings):
     assert row["code"] == "unsupported_currency" and row["field"] == "currency"
     assert sent.sent == 0
     rt.close()
+
+
+UBL_WITH_PDF = REPO / "tests" / "fixtures" / "ubl" / "invoice-be-ogm.xml"  # embeds a small "%PDF-1.4" file
+
+
+@pytest.mark.parametrize("send_own_pdf", [True, False])
+def test_the_creditors_own_pdf_is_sent_when_its_profile_says_so(tmp_path, ledger_url, send_own_pdf):
+    profiles = tmp_path / "profiles"
+    profiles.mkdir()
+    profile = (REPO / "sample_files" / "creditors" / f"{CREDITOR}.yaml").read_text(encoding="utf-8")
+    (profiles / f"{CREDITOR}.yaml").write_text(profile + f"\nsend_own_pdf: {str(send_own_pdf).lower()}\n",
+                                              encoding="utf-8")
+    settings = Settings(home=tmp_path / "var", database_url=ledger_url, profiles_dir=profiles,
+                        link_secret="test-secret-of-32-bytes-or-so-----")
+    drop(settings, UBL_WITH_PDF, name="invoice.xml")
+    rt = open_runtime(settings)
+    (outcome,), sent = run_all(rt)
+    assert outcome.state == "processed" and outcome.accepted == 1 and sent.sent >= 1
+    with rt.sessions() as s:
+        invoice = s.scalars(select(Invoice)).one()
+    pdf = Path(invoice.pdf_path).read_bytes()
+    own = rt.creditor_pdf_path(CREDITOR, invoice.id)
+    if send_own_pdf:
+        assert Path(invoice.pdf_path) == own and pdf.startswith(b"%PDF-1.4 creditflow test")
+        emails = list((settings.resolved_outbox_dir / "email").glob("*.eml"))
+        assert emails and all(b"creditflow test" in attachments_of(e) for e in emails)
+    else:
+        assert not own.exists() and b"creditflow test" not in pdf and pdf.startswith(b"%PDF")
+    rt.close()
+
+
+def attachments_of(eml: Path) -> bytes:
+    """The decoded attachments of a stored e-mail, concatenated."""
+    message = email.message_from_bytes(eml.read_bytes(), policy=policy.default)
+    return b"".join(part.get_content() for part in message.iter_attachments())
